@@ -5,14 +5,14 @@
 //! crate can depend on it cheaply. Everything that parses untrusted bytes here
 //! returns a typed error and never panics.
 
-mod bitfield;
-mod collection;
-mod hash;
-mod path;
-mod ticket;
+pub mod bitfield;
+pub mod collection;
+pub mod hash;
+pub mod path;
+pub mod ticket;
 
 pub use bitfield::{Bitfield, BitfieldError};
-pub use collection::{Collection, CollectionEntry, CollectionError};
+pub use collection::{Collection, CollectionEntry, CollectionError, MODE_MASK};
 pub use hash::{Hash, HashParseError};
 pub use path::{PathError, RelativePath};
 pub use ticket::{ContentKind, ProviderHint, Ticket, TicketError};

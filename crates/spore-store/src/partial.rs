@@ -1,0 +1,202 @@
+//! Partial blobs: the target of a download.
+//!
+//! Data arrives as bao-encoded ranges and is verified group by group before a
+//! byte is written. Writes are positional, in any order. The set of verified
+//! groups is kept in memory and persisted by [`PartialBlob::flush`] only after
+//! the data and outboard files are synced, so after a crash the persisted
+//! bitfield never claims a group whose bytes are not on disk.
+
+use std::{io::Read, sync::Arc};
+
+use bao_tree::{
+    ChunkRanges,
+    io::{
+        BaoContentItem, DecodeError, outboard::PostOrderOutboard, sync::DecodeResponseIter,
+        sync::OutboardMut,
+    },
+};
+use spore_core::{Bitfield, ContentKind, GROUP_SIZE, Hash, group_count};
+
+use crate::{
+    Blob, BlobRecord, BlobState, Location, StoreError, backend::Backend, storage::Storage,
+};
+
+/// A blob being downloaded.
+#[derive(Debug)]
+pub struct PartialBlob {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) record: BlobRecord,
+    pub(crate) data: Storage,
+    pub(crate) outboard: PostOrderOutboard<Storage>,
+    pub(crate) verified: Bitfield,
+    pub(crate) dirty: bool,
+}
+
+/// What one call to [`PartialBlob::ingest`] achieved.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    /// Chunk groups newly verified and written.
+    pub new_groups: Vec<u64>,
+    /// Chunk groups that were verified again but were already present.
+    pub duplicate_groups: u64,
+}
+
+/// Why an ingest stopped. Groups verified before the failure are kept.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The sender is to blame: this group (or the node above it) did not verify.
+    #[error("chunk group {group} failed verification")]
+    BadData { group: u64, ingested: Ingested },
+    /// The stream ended or failed before the requested ranges were complete.
+    #[error("the stream ended early: {source}")]
+    Truncated {
+        ingested: Ingested,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Our own disk failed; the sender is not to blame.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PartialBlob {
+    pub fn hash(&self) -> Hash {
+        self.record.hash
+    }
+
+    pub fn size(&self) -> u64 {
+        self.record.size
+    }
+
+    /// Verified chunk groups, including those not yet flushed.
+    pub fn verified(&self) -> &Bitfield {
+        &self.verified
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.verified.is_complete()
+    }
+
+    /// Verifies and writes a bao-encoded response for `ranges`, as produced by
+    /// [`Blob::encode`] on the sending side.
+    pub fn ingest(
+        &mut self,
+        ranges: &ChunkRanges,
+        encoded: impl Read,
+    ) -> Result<Ingested, IngestError> {
+        let mut ingested = Ingested::default();
+        let root = self.record.hash.into();
+        let tree = self.outboard.tree;
+        for item in DecodeResponseIter::new(root, tree, encoded, ranges) {
+            match item {
+                Ok(BaoContentItem::Parent(parent)) => {
+                    self.outboard
+                        .save(parent.node, &parent.pair)
+                        .map_err(StoreError::io(format!(
+                            "writing outboard of {}",
+                            self.record.hash
+                        )))?;
+                }
+                Ok(BaoContentItem::Leaf(leaf)) => {
+                    let group = leaf.offset / GROUP_SIZE;
+                    let whole_group = leaf.offset % GROUP_SIZE == 0
+                        && (leaf.data.len() as u64 == GROUP_SIZE
+                            || leaf.offset + leaf.data.len() as u64 == self.size());
+                    if self.verified.get(group) {
+                        ingested.duplicate_groups += 1;
+                        continue;
+                    }
+                    self.data
+                        .write_at_offset(leaf.offset, &leaf.data)
+                        .map_err(StoreError::io(format!("writing {}", self.record.hash)))?;
+                    if whole_group && self.verified.set(group) {
+                        ingested.new_groups.push(group);
+                        self.dirty = true;
+                    }
+                }
+                Err(DecodeError::LeafHashMismatch(chunk)) => {
+                    return Err(IngestError::BadData {
+                        group: chunk.to_bytes() / GROUP_SIZE,
+                        ingested,
+                    });
+                }
+                Err(DecodeError::ParentHashMismatch(node)) => {
+                    return Err(IngestError::BadData {
+                        group: node.chunk_range().start.to_bytes() / GROUP_SIZE,
+                        ingested,
+                    });
+                }
+                Err(DecodeError::Io(source)) => {
+                    return Err(IngestError::Truncated { ingested, source });
+                }
+                Err(e @ (DecodeError::LeafNotFound(_) | DecodeError::ParentNotFound(_))) => {
+                    return Err(IngestError::Truncated {
+                        ingested,
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            e.to_string(),
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(ingested)
+    }
+
+    /// Makes the verified groups durable: data and outboard first, then the bitfield.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let what = format!("syncing {}", self.record.hash);
+        self.data.sync().map_err(StoreError::io(&what))?;
+        self.outboard.data.sync().map_err(StoreError::io(&what))?;
+        self.record.state = BlobState::Partial(self.verified.clone());
+        self.backend.put(&self.record)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// A reader over what is verified so far (unflushed groups included: their
+    /// bytes are written, and reads verify them again anyway).
+    pub fn reader(&self) -> Blob {
+        Blob {
+            hash: self.record.hash,
+            kind: self.record.kind,
+            data: self.data.clone(),
+            outboard: self.outboard.clone(),
+            available: if self.is_complete() {
+                None
+            } else {
+                Some(self.verified.clone())
+            },
+        }
+    }
+
+    /// Marks the download complete once every group is verified.
+    pub fn finish(mut self) -> Result<Blob, StoreError> {
+        if !self.is_complete() {
+            let missing = self.verified.zeros_ranges().next().unwrap_or(0..0);
+            return Err(StoreError::NotAvailable {
+                hash: self.record.hash,
+                range: missing.start * GROUP_SIZE..(missing.end * GROUP_SIZE).min(self.size()),
+            });
+        }
+        self.dirty = true;
+        self.flush()?;
+        self.record.state = BlobState::Complete;
+        self.backend.put(&self.record)?;
+        Ok(self.reader())
+    }
+
+    pub(crate) fn new_record(hash: Hash, size: u64, kind: ContentKind) -> BlobRecord {
+        BlobRecord {
+            hash,
+            size,
+            kind,
+            state: BlobState::Partial(Bitfield::new(group_count(size))),
+            location: Location::Owned,
+            tag: None,
+        }
+    }
+}

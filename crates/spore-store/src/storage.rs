@@ -1,0 +1,108 @@
+//! Where the bytes of a blob or an outboard live: a file or a shared buffer.
+//! One type for both, so every algorithm above it is written once.
+
+use std::{
+    fs::File,
+    io,
+    sync::{Arc, RwLock},
+};
+
+use positioned_io::{ReadAt, Size, WriteAt};
+
+/// Positioned read/write access to bytes on disk or in memory.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    File(Arc<File>),
+    Memory(Arc<RwLock<Vec<u8>>>),
+}
+
+impl Storage {
+    pub fn memory(bytes: Vec<u8>) -> Self {
+        Storage::Memory(Arc::new(RwLock::new(bytes)))
+    }
+
+    pub fn len(&self) -> io::Result<u64> {
+        match self {
+            Storage::File(f) => Ok(f.metadata()?.len()),
+            Storage::Memory(m) => Ok(read_lock(m).len() as u64),
+        }
+    }
+
+    pub fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    pub fn set_len(&self, len: u64) -> io::Result<()> {
+        match self {
+            Storage::File(f) => f.set_len(len),
+            Storage::Memory(m) => {
+                write_lock(m).resize(len as usize, 0);
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes everything written so far durable (a no-op in memory).
+    pub fn sync(&self) -> io::Result<()> {
+        match self {
+            Storage::File(f) => f.sync_data(),
+            Storage::Memory(_) => Ok(()),
+        }
+    }
+
+    pub fn write_at_offset(&self, pos: u64, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Storage::File(f) => std::os::unix::fs::FileExt::write_all_at(f.as_ref(), buf, pos),
+            Storage::Memory(m) => {
+                let mut m = write_lock(m);
+                let start = usize::try_from(pos).map_err(|_| io::ErrorKind::InvalidInput)?;
+                let end = start + buf.len();
+                if m.len() < end {
+                    m.resize(end, 0);
+                }
+                m[start..end].copy_from_slice(buf);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn read_lock(m: &RwLock<Vec<u8>>) -> std::sync::RwLockReadGuard<'_, Vec<u8>> {
+    m.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write_lock(m: &RwLock<Vec<u8>>) -> std::sync::RwLockWriteGuard<'_, Vec<u8>> {
+    m.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ReadAt for Storage {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Storage::File(f) => std::os::unix::fs::FileExt::read_at(f.as_ref(), buf, pos),
+            Storage::Memory(m) => {
+                let m = read_lock(m);
+                let start = usize::try_from(pos).unwrap_or(usize::MAX).min(m.len());
+                let n = buf.len().min(m.len() - start);
+                buf[..n].copy_from_slice(&m[start..start + n]);
+                Ok(n)
+            }
+        }
+    }
+}
+
+impl WriteAt for Storage {
+    fn write_at(&mut self, pos: u64, buf: &[u8]) -> io::Result<usize> {
+        self.write_at_offset(pos, buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Size for Storage {
+    fn size(&self) -> io::Result<Option<u64>> {
+        self.len().map(Some)
+    }
+}
