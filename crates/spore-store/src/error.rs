@@ -10,7 +10,7 @@ use crate::verify::VerifyError;
 pub enum StoreError {
     #[error("{0} is not in the store")]
     NotFound(Hash),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -20,7 +20,7 @@ pub enum StoreError {
     Database(#[from] rusqlite::Error),
     #[error("{hash} is broken and will not be served: {reason}")]
     Broken { hash: Hash, reason: String },
-    #[error("{hash} failed verification: {source}")]
+    #[error("{hash} failed verification")]
     Corrupt {
         hash: Hash,
         #[source]
@@ -38,13 +38,13 @@ pub enum StoreError {
     },
     #[error("{0} is not a collection")]
     NotACollection(Hash),
-    #[error("collection {hash}: {source}")]
+    #[error("collection {hash} is not valid")]
     Collection {
         hash: Hash,
         #[source]
         source: CollectionError,
     },
-    #[error("{path}: {source}")]
+    #[error("{path} has an unusable name")]
     BadPath {
         path: PathBuf,
         #[source]

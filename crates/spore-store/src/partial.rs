@@ -48,7 +48,7 @@ pub enum IngestError {
     #[error("chunk group {group} failed verification")]
     BadData { group: u64, ingested: Ingested },
     /// The stream ended or failed before the requested ranges were complete.
-    #[error("the stream ended early: {source}")]
+    #[error("the stream ended early")]
     Truncated {
         ingested: Ingested,
         #[source]

@@ -205,7 +205,7 @@ impl Store {
             if self.has_complete(&hash)? {
                 return Ok((hash, size));
             }
-            self.backend.write_outboard(&hash, &ob)?;
+            self.write_outboard(&hash, &ob)?;
             self.backend.commit_data(staged, &hash)?;
             self.backend.put(&BlobRecord {
                 hash,
@@ -240,7 +240,7 @@ impl Store {
                 self.backend.delete(&hash)?;
             }
         }
-        self.backend.write_outboard(&hash, &ob)?;
+        self.write_outboard(&hash, &ob)?;
         self.backend.put(&BlobRecord {
             hash,
             size: before.len(),
@@ -266,7 +266,7 @@ impl Store {
             self.backend.delete(&hash)?;
         }
         let staged = self.backend.stage_bytes(bytes)?;
-        self.backend.write_outboard(&hash, &ob)?;
+        self.write_outboard(&hash, &ob)?;
         self.backend.commit_data(staged, &hash)?;
         self.backend.put(&BlobRecord {
             hash,
@@ -277,6 +277,14 @@ impl Store {
             tag: None,
         })?;
         Ok(hash)
+    }
+
+    /// Small blobs (one chunk group) have an empty outboard and no file for it.
+    fn write_outboard(&self, hash: &Hash, outboard: &[u8]) -> Result<(), StoreError> {
+        if outboard.is_empty() {
+            return Ok(());
+        }
+        self.backend.write_outboard(hash, outboard)
     }
 
     /// Marks `hash` as added by the user, under `tag`'s name.
