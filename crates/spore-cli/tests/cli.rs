@@ -1,5 +1,7 @@
 //! The `spore` binary end to end: real processes, real files.
 
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
+
 use std::{
     fs,
     path::{Path, PathBuf},

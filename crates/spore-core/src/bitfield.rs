@@ -135,12 +135,11 @@ impl Bitfield {
             word[..chunk.len()].copy_from_slice(chunk);
             *w = u64::from_le_bytes(word);
         }
-        if len % 64 != 0 {
-            if let Some(last) = b.words.last() {
-                if last >> (len % 64) != 0 {
-                    return Err(BitfieldError::TrailingBits);
-                }
-            }
+        if let Some(last) = b.words.last()
+            && !len.is_multiple_of(64)
+            && last >> (len % 64) != 0
+        {
+            return Err(BitfieldError::TrailingBits);
         }
         b.ones = b.words.iter().map(|w| u64::from(w.count_ones())).sum();
         Ok(b)

@@ -51,16 +51,14 @@ impl Blob {
                 size: self.size(),
             });
         }
-        if let Some(available) = &self.available {
-            if range.start < range.end {
-                let groups = range.start / GROUP_SIZE..range.end.div_ceil(GROUP_SIZE);
-                if !available.all_set(groups) {
-                    return Err(StoreError::NotAvailable {
-                        hash: self.hash,
-                        range: range.clone(),
-                    });
-                }
-            }
+        if let Some(available) = &self.available
+            && range.start < range.end
+            && !available.all_set(range.start / GROUP_SIZE..range.end.div_ceil(GROUP_SIZE))
+        {
+            return Err(StoreError::NotAvailable {
+                hash: self.hash,
+                range: range.clone(),
+            });
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! kill -9 while a download writes: the store reopens clean, every group it
 //! claims is correct, and the download resumes from there.
 
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
+
 use std::{process::Command, time::Duration};
 
 use spore_core::{ContentKind, GROUP_SIZE, group_count};

@@ -1,5 +1,7 @@
 //! Store behaviour, every test run against both the disk and the memory backend.
 
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
+
 use std::{fs, path::Path};
 
 use spore_core::{ContentKind, GROUP_SIZE, Hash};

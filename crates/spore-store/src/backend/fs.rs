@@ -125,10 +125,10 @@ impl FsBackend {
     fn sync_dir(&self, path: &Path) {
         // Makes a rename durable; not every file system supports it, and the
         // rename itself already happened, so a failure is only logged.
-        if let Some(parent) = path.parent() {
-            if let Err(e) = File::open(parent).and_then(|d| d.sync_all()) {
-                tracing::debug!(dir = %parent.display(), "fsync of directory failed: {e}");
-            }
+        if let Some(parent) = path.parent()
+            && let Err(e) = File::open(parent).and_then(|d| d.sync_all())
+        {
+            tracing::debug!(dir = %parent.display(), "fsync of directory failed: {e}");
         }
     }
 
@@ -278,11 +278,9 @@ impl Backend for FsBackend {
 
     fn open(&self, hash: &Hash, part: Part, create: bool) -> Result<Storage, StoreError> {
         let path = self.path(hash, part);
-        if create {
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)
-                    .map_err(StoreError::io(format!("creating {}", parent.display())))?;
-            }
+        if create && let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(StoreError::io(format!("creating {}", parent.display())))?;
         }
         let file = OpenOptions::new()
             .read(true)
