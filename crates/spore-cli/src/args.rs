@@ -35,6 +35,9 @@ pub(crate) enum Command {
         /// Copy the bytes into the store instead of referencing them in place.
         #[arg(long)]
         copy: bool,
+        /// Print only the content id (for scripts).
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// List what was added (or, given a collection, the files in it).
     Ls {

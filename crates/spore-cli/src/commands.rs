@@ -20,7 +20,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
     let store = home.open_store().context("opening the store")?;
     let json = cli.json;
     match cli.command {
-        Command::Add { path, copy } => add(&store, &path, copy, json),
+        Command::Add { path, copy, quiet } => add(&store, &path, copy, quiet, json),
         Command::Ls { id: None } => list(&store, json),
         Command::Ls { id: Some(id) } => list_collection(&store, &resolve(&store, &id)?, json),
         Command::Cat { id, range } => cat(&store, &resolve(&store, &id)?, range.as_deref()),
@@ -66,19 +66,23 @@ fn resolve(store: &Store, id: &str) -> Result<Hash> {
     }
 }
 
-fn add(store: &Store, path: &Path, copy: bool, json: bool) -> Result<()> {
+fn add(store: &Store, path: &Path, copy: bool, quiet: bool, json: bool) -> Result<()> {
     let mode = if copy {
         ImportMode::Copy
     } else {
         ImportMode::InPlace
     };
-    let bar = ImportBar::new(!json);
+    let bar = ImportBar::new(!json && !quiet);
     let added = store.add_path(path, mode, &bar);
     bar.finish();
     let added = added.with_context(|| format!("adding {}", path.display()))?;
     let ticket = Ticket::new(added.kind, added.hash);
     for (skipped, why) in &added.skipped {
         eprintln!("skipped {}: {why}", skipped.display());
+    }
+    if quiet {
+        println!("{}", added.hash);
+        return Ok(());
     }
     if json {
         let skipped: Vec<_> = added
