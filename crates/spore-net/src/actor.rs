@@ -1,0 +1,1049 @@
+//! The swarm task: the one place that owns and drives the libp2p Swarm.
+//!
+//! It serves commands from `NetHandle`s (each with a oneshot reply), reacts
+//! to swarm events (discovery, identify → routing table, address book,
+//! AutoNAT reachability, auto-relay), and on cancellation saves the address
+//! book, closes connections and returns. It must never block for long (no
+//! awaits inside event handlers), never panic on what peers send, and never
+//! keep an unbounded queue: pending requests are keyed by query or connection
+//! id and expire with their deadlines.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm,
+    core::{ConnectedPoint, Endpoint, transport::ListenerId},
+    identity::Keypair,
+    kad::{self, QueryId, QueryResult, RecordKey},
+    multiaddr::Protocol,
+    rendezvous,
+    swarm::{
+        ConnectionId, NetworkBehaviour, SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use spore_core::Hash;
+use tokio::{
+    sync::{broadcast, mpsc, oneshot},
+    task::JoinHandle,
+    time::MissedTickBehavior,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    address_book::AddressBook,
+    behaviour::{
+        Behaviour, BehaviourEvent, KAD_PROTOCOL, RELAY_HOP_PROTOCOL, RENDEZVOUS_NAMESPACE,
+        build_swarm,
+    },
+    config::NetConfig,
+    handle::{NetError, StartError},
+    ip_limit::ip_of,
+    types::{
+        ConnectionInfo, Direction, DiscoverySource, NetEvent, NetStatus, PeerInfo, Provider,
+        Reachability, TransportKind,
+    },
+};
+
+/// Identify data we keep per peer is capped, whatever the peer sends.
+const MAX_PEER_ADDRS: usize = 16;
+const MAX_PEER_PROTOCOLS: usize = 64;
+const TICK: Duration = Duration::from_millis(500);
+const BOOK_SAVE_EVERY: Duration = Duration::from_secs(30);
+/// Relays we listen through at most, when private.
+const MAX_RELAYS: usize = 2;
+/// Registrations asked for per rendezvous discover.
+const RENDEZVOUS_LIMIT: u64 = 200;
+/// How long shutdown waits for connections to close cleanly.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// What a `NetHandle` can ask of the swarm task.
+pub(crate) enum Command {
+    Status(Reply<NetStatus>),
+    ListenAddrs(Reply<Vec<Multiaddr>>),
+    ExternalAddrs(Reply<Vec<Multiaddr>>),
+    AddExternalAddr {
+        addr: Multiaddr,
+        tx: Reply<()>,
+    },
+    Peers(Reply<Vec<PeerInfo>>),
+    Dial {
+        addr: Multiaddr,
+        tx: Reply<Result<PeerId, NetError>>,
+    },
+    DialPeer {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        tx: Reply<Result<(), NetError>>,
+    },
+    AddPeerAddrs {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        tx: Reply<()>,
+    },
+    Disconnect {
+        peer: PeerId,
+        tx: Reply<Result<(), NetError>>,
+    },
+    StartProviding {
+        hash: Hash,
+        tx: Reply<Result<(), NetError>>,
+    },
+    StopProviding {
+        hash: Hash,
+        tx: Reply<()>,
+    },
+    FindProviders {
+        hash: Hash,
+        limit: usize,
+        timeout: Duration,
+        tx: Reply<Result<Vec<Provider>, NetError>>,
+    },
+    Bootstrap {
+        tx: Reply<Result<(), NetError>>,
+    },
+}
+
+pub(crate) struct Started {
+    pub(crate) task: JoinHandle<()>,
+    pub(crate) control: libp2p_stream::Control,
+    pub(crate) ready: oneshot::Receiver<()>,
+}
+
+enum PendingQuery {
+    StartProviding {
+        tx: Reply<Result<(), NetError>>,
+    },
+    Providers {
+        tx: Option<Reply<Result<Vec<Provider>, NetError>>>,
+        found: Vec<Provider>,
+        seen: HashSet<PeerId>,
+        limit: usize,
+        deadline: Instant,
+    },
+    Bootstrap {
+        tx: Reply<Result<(), NetError>>,
+    },
+}
+
+enum PendingDial {
+    Addr(Reply<Result<PeerId, NetError>>),
+    Peer(Reply<Result<(), NetError>>),
+}
+
+#[derive(Default)]
+struct PeerState {
+    conns: HashMap<ConnectionId, ConnectionInfo>,
+    listen_addrs: Vec<Multiaddr>,
+    protocols: Vec<String>,
+    agent_version: Option<String>,
+    latency: Option<Duration>,
+}
+
+struct Actor {
+    swarm: Swarm<Behaviour>,
+    config: NetConfig,
+    commands: mpsc::Receiver<Command>,
+    commands_open: bool,
+    events: broadcast::Sender<NetEvent>,
+    cancel: CancellationToken,
+    ready: Option<oneshot::Sender<()>>,
+    awaiting_listeners: HashSet<ListenerId>,
+    listen_addrs: Vec<Multiaddr>,
+    peers: HashMap<PeerId, PeerState>,
+    book: AddressBook,
+    last_book_save: Instant,
+    dials: HashMap<ConnectionId, PendingDial>,
+    queries: HashMap<QueryId, PendingQuery>,
+    bootstrap_peers: HashSet<PeerId>,
+    bootstrapped: bool,
+    rendezvous_points: Vec<(PeerId, Multiaddr)>,
+    rendezvous_cookies: HashMap<PeerId, rendezvous::Cookie>,
+    last_rendezvous: Instant,
+    reachability: Reachability,
+    relay_listeners: HashMap<PeerId, ListenerId>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+fn without_p2p(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
+}
+
+fn is_unspecified(addr: &Multiaddr) -> bool {
+    ip_of(addr).is_some_and(|ip| ip.is_unspecified())
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    ip_of(addr).is_some_and(|ip: IpAddr| ip.is_loopback())
+}
+
+fn listen_addrs_of(cfg: &NetConfig) -> Vec<Multiaddr> {
+    let ip: Multiaddr = match cfg.listen_ip {
+        IpAddr::V4(ip) => Multiaddr::empty().with(Protocol::Ip4(ip)),
+        IpAddr::V6(ip) => Multiaddr::empty().with(Protocol::Ip6(ip)),
+    };
+    let mut out = Vec::new();
+    if cfg.tcp {
+        out.push(ip.clone().with(Protocol::Tcp(cfg.listen_port)));
+    }
+    if cfg.quic {
+        out.push(
+            ip.with(Protocol::Udp(cfg.listen_port))
+                .with(Protocol::QuicV1),
+        );
+    }
+    out.extend(cfg.extra_listen_addrs.iter().cloned());
+    out
+}
+
+pub(crate) fn start(
+    key: Keypair,
+    config: NetConfig,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<NetEvent>,
+    cancel: CancellationToken,
+) -> Result<Started, StartError> {
+    let mut swarm = build_swarm(key, &config)?;
+    let control = swarm.behaviour().stream.new_control();
+    let mut awaiting_listeners = HashSet::new();
+    for addr in listen_addrs_of(&config) {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| StartError::Listen {
+                addr,
+                reason: e.to_string(),
+            })?;
+        awaiting_listeners.insert(id);
+    }
+    for addr in &config.external_addrs {
+        swarm.add_external_address(addr.clone());
+    }
+    let book = match &config.address_book_file {
+        Some(path) => AddressBook::load(path, config.address_book_capacity),
+        None => AddressBook::new(config.address_book_capacity),
+    };
+    let rendezvous_points = config
+        .rendezvous_points
+        .iter()
+        .filter_map(|a| match peer_of(a) {
+            Some(p) => Some((p, a.clone())),
+            None => {
+                tracing::warn!(addr = %a, "rendezvous point has no /p2p/<peer id>; ignored");
+                None
+            }
+        })
+        .collect();
+    let (ready_tx, ready) = oneshot::channel();
+    let now = Instant::now();
+    let actor = Actor {
+        swarm,
+        config,
+        commands,
+        commands_open: true,
+        events,
+        cancel,
+        ready: Some(ready_tx),
+        awaiting_listeners,
+        listen_addrs: Vec::new(),
+        peers: HashMap::new(),
+        book,
+        last_book_save: now,
+        dials: HashMap::new(),
+        queries: HashMap::new(),
+        bootstrap_peers: HashSet::new(),
+        bootstrapped: false,
+        rendezvous_points,
+        rendezvous_cookies: HashMap::new(),
+        last_rendezvous: now,
+        reachability: Reachability::Unknown,
+        relay_listeners: HashMap::new(),
+    };
+    let task = tokio::spawn(actor.run());
+    Ok(Started {
+        task,
+        control,
+        ready,
+    })
+}
+
+impl Actor {
+    async fn run(mut self) {
+        self.on_start();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                // Local work before remote work, and cancellation before both.
+                biased;
+                _ = self.cancel.cancelled() => break,
+                cmd = self.commands.recv(), if self.commands_open => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => self.commands_open = false,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        self.close().await;
+    }
+
+    fn emit(&self, event: NetEvent) {
+        // No subscriber is fine; a lagging one loses old events.
+        let _ = self.events.send(event);
+    }
+
+    fn on_start(&mut self) {
+        let kad_known: Vec<_> = self.book.most_recent(self.config.redial_on_start);
+        for (peer, addrs) in kad_known {
+            for a in &addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
+            }
+            self.bootstrap_peers.insert(peer);
+            self.dial_known(peer, addrs);
+        }
+        for addr in self.config.bootstrap.clone() {
+            match peer_of(&addr) {
+                Some(peer) => {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, without_p2p(&addr));
+                    self.bootstrap_peers.insert(peer);
+                    self.dial_known(peer, vec![without_p2p(&addr)]);
+                }
+                None => {
+                    if let Err(e) = self.swarm.dial(addr.clone()) {
+                        tracing::warn!(%addr, error = %e, "cannot dial bootstrap address");
+                    }
+                }
+            }
+        }
+        for (peer, addr) in self.rendezvous_points.clone() {
+            self.dial_known(peer, vec![without_p2p(&addr)]);
+        }
+    }
+
+    fn dial_known(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .extend_addresses_through_behaviour()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "dial not started");
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        // Provider lookups past their deadline answer with what they have.
+        let expired: Vec<QueryId> = self
+            .queries
+            .iter()
+            .filter_map(|(id, q)| match q {
+                PendingQuery::Providers { deadline, .. } if *deadline <= now => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for id in expired {
+            self.finish_providers(id);
+        }
+        let interval = Duration::from_secs(self.config.rendezvous_interval_secs.max(1));
+        if !self.rendezvous_points.is_empty()
+            && now.duration_since(self.last_rendezvous) >= interval
+        {
+            self.last_rendezvous = now;
+            self.rendezvous_refresh();
+        }
+        if self.book.is_dirty() && now.duration_since(self.last_book_save) >= BOOK_SAVE_EVERY {
+            self.last_book_save = now;
+            self.save_book();
+        }
+    }
+
+    fn save_book(&mut self) {
+        if let Some(path) = self.config.address_book_file.clone()
+            && let Err(e) = self.book.save(&path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot save address book");
+        }
+    }
+
+    async fn close(mut self) {
+        self.save_book();
+        // Pending replies are dropped here: their handles see `Shutdown`.
+        self.queries.clear();
+        self.dials.clear();
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let listeners: Vec<ListenerId> = self.awaiting_listeners.drain().collect();
+        for id in listeners {
+            self.swarm.remove_listener(id);
+        }
+        let deadline = tokio::time::sleep(CLOSE_GRACE);
+        tokio::pin!(deadline);
+        while self.swarm.connected_peers().next().is_some() {
+            tokio::select! {
+                _ = &mut deadline => break,
+                _ = self.swarm.select_next_some() => {}
+            }
+        }
+        tracing::debug!(peer = %self.swarm.local_peer_id(), "network task stopped");
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Status(tx) => {
+                let _ = tx.send(self.status());
+            }
+            Command::ListenAddrs(tx) => {
+                let _ = tx.send(self.listen_addrs.clone());
+            }
+            Command::ExternalAddrs(tx) => {
+                let _ = tx.send(self.swarm.external_addresses().cloned().collect());
+            }
+            Command::AddExternalAddr { addr, tx } => {
+                self.swarm.add_external_address(addr);
+                let _ = tx.send(());
+            }
+            Command::Peers(tx) => {
+                let _ = tx.send(self.peer_infos());
+            }
+            Command::Dial { addr, tx } => self.dial_addr(addr, tx),
+            Command::DialPeer { peer, addrs, tx } => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = tx.send(Ok(()));
+                    return;
+                }
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::Always)
+                    .extend_addresses_through_behaviour()
+                    .build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, PendingDial::Peer(tx));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(NetError::Dial(e.to_string())));
+                    }
+                }
+            }
+            Command::AddPeerAddrs { peer, addrs, tx } => {
+                for a in addrs.into_iter().take(MAX_PEER_ADDRS) {
+                    self.swarm.add_peer_address(peer, a);
+                }
+                let _ = tx.send(());
+            }
+            Command::Disconnect { peer, tx } => {
+                let r = self
+                    .swarm
+                    .disconnect_peer_id(peer)
+                    .map_err(|()| NetError::NotConnected(peer));
+                let _ = tx.send(r);
+            }
+            Command::StartProviding { hash, tx } => {
+                let key = RecordKey::new(hash.as_bytes());
+                match self.swarm.behaviour_mut().kad.start_providing(key) {
+                    Ok(id) => {
+                        self.queries.insert(id, PendingQuery::StartProviding { tx });
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(NetError::Store(e.to_string())));
+                    }
+                }
+            }
+            Command::StopProviding { hash, tx } => {
+                let key = RecordKey::new(hash.as_bytes());
+                self.swarm.behaviour_mut().kad.stop_providing(&key);
+                let _ = tx.send(());
+            }
+            Command::FindProviders {
+                hash,
+                limit,
+                timeout,
+                tx,
+            } => {
+                let key = RecordKey::new(hash.as_bytes());
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.queries.insert(
+                    id,
+                    PendingQuery::Providers {
+                        tx: Some(tx),
+                        found: Vec::new(),
+                        seen: HashSet::new(),
+                        limit,
+                        deadline: Instant::now() + timeout,
+                    },
+                );
+            }
+            Command::Bootstrap { tx } => match self.swarm.behaviour_mut().kad.bootstrap() {
+                Ok(id) => {
+                    self.queries.insert(id, PendingQuery::Bootstrap { tx });
+                }
+                Err(_) => {
+                    let _ = tx.send(Err(NetError::NoKnownPeers));
+                }
+            },
+        }
+    }
+
+    fn dial_addr(&mut self, addr: Multiaddr, tx: Reply<Result<PeerId, NetError>>) {
+        let opts = match peer_of(&addr) {
+            Some(peer) if self.swarm.is_connected(&peer) => {
+                let _ = tx.send(Ok(peer));
+                return;
+            }
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![without_p2p(&addr)])
+                .condition(PeerCondition::Always)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(addr).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(id, PendingDial::Addr(tx));
+            }
+            Err(e) => {
+                let _ = tx.send(Err(NetError::Dial(e.to_string())));
+            }
+        }
+    }
+
+    fn status(&mut self) -> NetStatus {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let routing_table_size = kad.kbuckets().map(|b| b.num_entries()).sum();
+        let kad_server_mode = kad.mode() == kad::Mode::Server;
+        let provided_keys = kad.store_mut().local_keys();
+        let remote_provider_keys = kad.store_mut().remote_keys();
+        NetStatus {
+            peer_id: *self.swarm.local_peer_id(),
+            listen_addrs: self.listen_addrs.clone(),
+            external_addrs: self.swarm.external_addresses().cloned().collect(),
+            connected_peers: self.peers.len(),
+            connections: self.peers.values().map(|p| p.conns.len()).sum(),
+            routing_table_size,
+            reachability: self.reachability,
+            kad_server_mode,
+            provided_keys,
+            remote_provider_keys,
+            address_book_size: self.book.len(),
+        }
+    }
+
+    fn peer_infos(&self) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self
+            .peers
+            .iter()
+            .map(|(peer, s)| PeerInfo {
+                peer_id: *peer,
+                connections: s.conns.values().cloned().collect(),
+                listen_addrs: s.listen_addrs.clone(),
+                protocols: s.protocols.clone(),
+                agent_version: s.agent_version.clone(),
+                latency: s.latency,
+            })
+            .collect();
+        out.sort_by_key(|p| p.peer_id);
+        out
+    }
+
+    /// Where we believe `peer` can be dialled: identify, connections, the
+    /// routing table and live queries, the address book. Deduplicated, capped.
+    fn addrs_of(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut out: Vec<Multiaddr> = Vec::new();
+        if let Some(s) = self.peers.get(peer) {
+            out.extend(s.listen_addrs.iter().cloned());
+            out.extend(
+                s.conns
+                    .values()
+                    .filter(|c| c.direction == Direction::Outbound)
+                    .map(|c| without_p2p(&c.remote_addr)),
+            );
+        }
+        // Kademlia keeps addresses learned during queries private; asking it
+        // as if we were about to dial is the only way to read them. It has no
+        // side effects in libp2p-kad 0.49 (reads k-buckets and live queries).
+        if let Ok(addrs) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .handle_pending_outbound_connection(
+                ConnectionId::new_unchecked(0),
+                Some(*peer),
+                &[],
+                Endpoint::Dialer,
+            )
+        {
+            out.extend(addrs);
+        }
+        if let Some(addrs) = self.book.addrs(peer) {
+            out.extend(addrs.iter().cloned());
+        }
+        let mut dedup: Vec<Multiaddr> = Vec::new();
+        for a in out {
+            let a = without_p2p(&a);
+            if !a.is_empty() && !dedup.contains(&a) && dedup.len() < MAX_PEER_ADDRS {
+                dedup.push(a);
+            }
+        }
+        dedup
+    }
+
+    fn finish_providers(&mut self, id: QueryId) {
+        if let Some(PendingQuery::Providers { tx, found, .. }) = self.queries.get_mut(&id)
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(Ok(std::mem::take(found)));
+        }
+        self.queries.remove(&id);
+        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+            q.finish();
+        }
+    }
+
+    // ------------------------------------------------------------ swarm events
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(e) => self.on_behaviour_event(e),
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                tracing::info!(%address, "listening");
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address.clone());
+                }
+                if self.config.advertise_listen_addrs
+                    && !is_unspecified(&address)
+                    && TransportKind::of(&address) != TransportKind::Relay
+                {
+                    self.swarm.add_external_address(address.clone());
+                }
+                if self.awaiting_listeners.remove(&listener_id)
+                    && self.awaiting_listeners.is_empty()
+                    && let Some(ready) = self.ready.take()
+                {
+                    let _ = ready.send(());
+                }
+                // Keep the id so shutdown can close the listener.
+                self.awaiting_listeners.insert(listener_id);
+                self.emit(NetEvent::NewListenAddr(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+                if self.config.advertise_listen_addrs {
+                    self.swarm.remove_external_address(&address);
+                }
+                self.emit(NetEvent::ExpiredListenAddr(address));
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                tracing::debug!(?listener_id, ?reason, "listener closed");
+                self.relay_listeners.retain(|_, id| *id != listener_id);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => self.on_connected(peer_id, connection_id, &endpoint, num_established.get()),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                if let Some(s) = self.peers.get_mut(&peer_id) {
+                    s.conns.remove(&connection_id);
+                }
+                if num_established == 0 {
+                    self.peers.remove(&peer_id);
+                    if let Some(id) = self.relay_listeners.remove(&peer_id) {
+                        self.swarm.remove_listener(id);
+                    }
+                    self.emit(NetEvent::PeerDisconnected { peer_id });
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                tracing::debug!(?peer_id, %error, "outgoing connection failed");
+                match self.dials.remove(&connection_id) {
+                    Some(PendingDial::Addr(tx)) => {
+                        let _ = tx.send(Err(NetError::Dial(error.to_string())));
+                    }
+                    Some(PendingDial::Peer(tx)) => {
+                        let _ = tx.send(Err(NetError::Dial(error.to_string())));
+                    }
+                    None => {}
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::debug!(%send_back_addr, %error, "incoming connection failed");
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                self.set_reachability(Reachability::Public);
+                self.emit(NetEvent::ExternalAddrConfirmed(address));
+            }
+            SwarmEvent::ExternalAddrExpired { .. }
+                if self.swarm.external_addresses().next().is_none() =>
+            {
+                self.set_reachability(Reachability::Unknown);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connected(
+        &mut self,
+        peer: PeerId,
+        connection_id: ConnectionId,
+        endpoint: &ConnectedPoint,
+        num_established: u32,
+    ) {
+        let (remote_addr, direction) = match endpoint {
+            ConnectedPoint::Dialer { address, .. } => (address.clone(), Direction::Outbound),
+            ConnectedPoint::Listener { send_back_addr, .. } => {
+                (send_back_addr.clone(), Direction::Inbound)
+            }
+        };
+        let info = ConnectionInfo {
+            transport: TransportKind::of(&remote_addr),
+            remote_addr: remote_addr.clone(),
+            direction,
+        };
+        self.peers
+            .entry(peer)
+            .or_default()
+            .conns
+            .insert(connection_id, info);
+        match self.dials.remove(&connection_id) {
+            Some(PendingDial::Addr(tx)) => {
+                let _ = tx.send(Ok(peer));
+            }
+            Some(PendingDial::Peer(tx)) => {
+                let _ = tx.send(Ok(()));
+            }
+            None => {}
+        }
+        if num_established == 1 {
+            self.emit(NetEvent::PeerConnected {
+                peer_id: peer,
+                remote_addr,
+                direction,
+            });
+        }
+        if !self.bootstrapped && self.bootstrap_peers.contains(&peer) {
+            self.bootstrapped = true;
+            // The first known peer is up: fill the routing table.
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        if num_established == 1 && self.rendezvous_points.iter().any(|(p, _)| *p == peer) {
+            self.rendezvous_with(peer);
+        }
+    }
+
+    fn rendezvous_refresh(&mut self) {
+        for (peer, addr) in self.rendezvous_points.clone() {
+            if self.swarm.is_connected(&peer) {
+                self.rendezvous_with(peer);
+            } else {
+                self.dial_known(peer, vec![without_p2p(&addr)]);
+            }
+        }
+    }
+
+    fn rendezvous_with(&mut self, point: PeerId) {
+        let ns = rendezvous::Namespace::from_static(RENDEZVOUS_NAMESPACE);
+        let cookie = self.rendezvous_cookies.get(&point).cloned();
+        let rv = &mut self.swarm.behaviour_mut().rendezvous;
+        if let Err(e) = rv.register(ns.clone(), point, None) {
+            tracing::debug!(%point, error = %e, "rendezvous registration skipped");
+        }
+        rv.discover(Some(ns), cookie, Some(RENDEZVOUS_LIMIT), point);
+    }
+
+    fn set_reachability(&mut self, r: Reachability) {
+        if self.reachability != r {
+            tracing::info!(reachability = ?r, "reachability changed");
+            self.reachability = r;
+            self.emit(NetEvent::ReachabilityChanged(r));
+        }
+    }
+
+    fn on_discovered(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, source: DiscoverySource) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        self.emit(NetEvent::PeerDiscovered {
+            peer_id: peer,
+            source,
+        });
+        if !self.swarm.is_connected(&peer) {
+            self.dial_known(peer, addrs);
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Limits(never) | BehaviourEvent::IpLimits(never) => match never {},
+            BehaviourEvent::Identify(libp2p::identify::Event::Received {
+                peer_id, info, ..
+            }) => self.on_identified(peer_id, info),
+            BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                if let Some(s) = self.peers.get_mut(&peer) {
+                    s.latency = Some(rtt);
+                }
+            }
+            BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::Kad(e) => self.on_kad_event(e),
+            BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(list)) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (peer, addr) in list {
+                    let addrs = by_peer.entry(peer).or_default();
+                    if addrs.len() < MAX_PEER_ADDRS {
+                        addrs.push(addr);
+                    }
+                }
+                for (peer, addrs) in by_peer {
+                    self.on_discovered(peer, addrs, DiscoverySource::Mdns);
+                }
+            }
+            BehaviourEvent::Mdns(_) => {}
+            BehaviourEvent::Rendezvous(e) => self.on_rendezvous_event(e),
+            BehaviourEvent::RendezvousServer(e) => tracing::debug!(?e, "rendezvous server"),
+            BehaviourEvent::RelayClient(e) => tracing::debug!(?e, "relay client"),
+            BehaviourEvent::RelayServer(e) => tracing::debug!(?e, "relay server"),
+            BehaviourEvent::Dcutr(e) => tracing::debug!(?e, "dcutr"),
+            BehaviourEvent::AutonatClient(e) => {
+                tracing::debug!(addr = %e.tested_addr, server = %e.server, ok = e.result.is_ok(), "autonat v2 probe");
+                if e.result.is_ok() {
+                    self.set_reachability(Reachability::Public);
+                } else if self.swarm.external_addresses().next().is_none() {
+                    self.set_reachability(Reachability::Private);
+                    self.try_auto_relay();
+                }
+            }
+            BehaviourEvent::AutonatServer(_) => {}
+            BehaviourEvent::Stream(()) => {}
+        }
+    }
+
+    fn on_identified(&mut self, peer: PeerId, info: libp2p::identify::Info) {
+        let peer_on_loopback = self
+            .peers
+            .get(&peer)
+            .is_some_and(|s| s.conns.values().any(|c| is_loopback(&c.remote_addr)));
+        // Loopback addresses are only meaningful if we reach the peer over loopback.
+        let usable: Vec<Multiaddr> = info
+            .listen_addrs
+            .iter()
+            .filter(|a| !is_unspecified(a) && (peer_on_loopback || !is_loopback(a)))
+            .take(MAX_PEER_ADDRS)
+            .map(without_p2p)
+            .collect();
+        let protocols: Vec<String> = info
+            .protocols
+            .iter()
+            .take(MAX_PEER_PROTOCOLS)
+            .map(|p| p.to_string())
+            .collect();
+        let is_spore = info.protocols.contains(&KAD_PROTOCOL);
+        let is_relay = protocols.iter().any(|p| p == RELAY_HOP_PROTOCOL);
+        if let Some(s) = self.peers.get_mut(&peer) {
+            s.listen_addrs = usable.clone();
+            s.protocols = protocols.clone();
+            s.agent_version = Some(info.agent_version.chars().take(128).collect());
+        }
+        if is_spore && !usable.is_empty() {
+            for a in &usable {
+                self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
+            }
+            self.book.record(peer, usable, now_unix());
+        }
+        if is_relay {
+            self.try_auto_relay();
+        }
+        self.emit(NetEvent::PeerIdentified {
+            peer_id: peer,
+            protocols,
+        });
+    }
+
+    /// When private, listen through up to [`MAX_RELAYS`] connected relays.
+    fn try_auto_relay(&mut self) {
+        if !self.config.auto_relay || self.reachability != Reachability::Private {
+            return;
+        }
+        let candidates: Vec<(PeerId, Multiaddr)> = self
+            .peers
+            .iter()
+            .filter(|(p, s)| {
+                !self.relay_listeners.contains_key(p)
+                    && s.protocols.iter().any(|x| x == RELAY_HOP_PROTOCOL)
+            })
+            .filter_map(|(p, s)| {
+                s.conns
+                    .values()
+                    .find(|c| {
+                        c.direction == Direction::Outbound && c.transport != TransportKind::Relay
+                    })
+                    .map(|c| c.remote_addr.clone())
+                    .or_else(|| s.listen_addrs.first().cloned())
+                    .map(|a| (*p, a))
+            })
+            .collect();
+        for (peer, addr) in candidates {
+            if self.relay_listeners.len() >= MAX_RELAYS {
+                break;
+            }
+            let circuit = without_p2p(&addr)
+                .with(Protocol::P2p(peer))
+                .with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    tracing::info!(%circuit, "listening through relay");
+                    self.relay_listeners.insert(peer, id);
+                }
+                Err(e) => tracing::debug!(%circuit, error = %e, "relay listen failed"),
+            }
+        }
+    }
+
+    fn on_rendezvous_event(&mut self, event: rendezvous::client::Event) {
+        match event {
+            rendezvous::client::Event::Discovered {
+                rendezvous_node,
+                registrations,
+                cookie,
+            } => {
+                self.rendezvous_cookies.insert(rendezvous_node, cookie);
+                for reg in registrations {
+                    let peer = reg.record.peer_id();
+                    let addrs: Vec<Multiaddr> = reg
+                        .record
+                        .addresses()
+                        .iter()
+                        .take(MAX_PEER_ADDRS)
+                        .cloned()
+                        .collect();
+                    self.on_discovered(peer, addrs, DiscoverySource::Rendezvous);
+                }
+            }
+            rendezvous::client::Event::Registered {
+                rendezvous_node, ..
+            } => tracing::debug!(%rendezvous_node, "registered at rendezvous point"),
+            other => tracing::debug!(?other, "rendezvous"),
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        let kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        } = event
+        else {
+            return;
+        };
+        match result {
+            QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                providers,
+                ..
+            })) => {
+                let local = *self.swarm.local_peer_id();
+                let mut new = Vec::new();
+                if let Some(PendingQuery::Providers { seen, .. }) = self.queries.get_mut(&id) {
+                    for p in providers {
+                        if p != local && seen.insert(p) {
+                            new.push(p);
+                        }
+                    }
+                }
+                let with_addrs: Vec<Provider> = new
+                    .into_iter()
+                    .map(|p| Provider {
+                        addrs: self.addrs_of(&p),
+                        peer_id: p,
+                    })
+                    .collect();
+                let mut done = false;
+                if let Some(PendingQuery::Providers { found, limit, .. }) =
+                    self.queries.get_mut(&id)
+                {
+                    found.extend(with_addrs);
+                    done = found.len() >= *limit;
+                }
+                if done || step.last {
+                    self.finish_providers(id);
+                }
+            }
+            QueryResult::GetProviders(_) if step.last => self.finish_providers(id),
+            QueryResult::StartProviding(r) => {
+                if let Err(e) = &r {
+                    // The record is stored locally and republished; a
+                    // timeout only means fewer peers got it this time.
+                    tracing::debug!(error = %e, "provider announcement incomplete");
+                }
+                if step.last
+                    && let Some(PendingQuery::StartProviding { tx }) = self.queries.remove(&id)
+                {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            QueryResult::Bootstrap(r) => {
+                if step.last
+                    && let Some(PendingQuery::Bootstrap { tx }) = self.queries.remove(&id)
+                {
+                    let _ = tx.send(r.map(|_| ()).map_err(|e| NetError::Query(e.to_string())));
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests: start nodes on 127.0.0.1, wait
+//! for conditions with a deadline (never sleep-and-hope).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{future::Future, time::Duration};
+
+use spore_net::{CancellationToken, Multiaddr, NetConfig, NetNode, multiaddr::Protocol};
+
+pub async fn start(cfg: NetConfig) -> NetNode {
+    NetNode::start(cfg, CancellationToken::new())
+        .await
+        .expect("node starts")
+}
+
+/// First TCP listen address of `node`, with `/p2p/<id>` appended.
+pub async fn tcp_addr(node: &NetNode) -> Multiaddr {
+    let addrs = node.handle().listen_addrs().await.expect("listen addrs");
+    let tcp = addrs
+        .into_iter()
+        .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
+        .expect("a tcp listen address");
+    tcp.with(Protocol::P2p(node.peer_id()))
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
