@@ -156,6 +156,8 @@ struct Actor {
     cancel: CancellationToken,
     ready: Option<oneshot::Sender<()>>,
     awaiting_listeners: HashSet<ListenerId>,
+    /// Every listener we opened, so shutdown can close them.
+    listeners: HashSet<ListenerId>,
     listen_addrs: Vec<Multiaddr>,
     peers: HashMap<PeerId, PeerState>,
     book: AddressBook,
@@ -264,6 +266,7 @@ pub(crate) fn start(
         events,
         cancel,
         ready: Some(ready_tx),
+        listeners: awaiting_listeners.clone(),
         awaiting_listeners,
         listen_addrs: Vec::new(),
         peers: HashMap::new(),
@@ -402,7 +405,7 @@ impl Actor {
         for peer in peers {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
-        let listeners: Vec<ListenerId> = self.awaiting_listeners.drain().collect();
+        let listeners: Vec<ListenerId> = self.listeners.drain().collect();
         for id in listeners {
             self.swarm.remove_listener(id);
         }
@@ -657,8 +660,6 @@ impl Actor {
                 {
                     let _ = ready.send(());
                 }
-                // Keep the id so shutdown can close the listener.
-                self.awaiting_listeners.insert(listener_id);
                 self.emit(NetEvent::NewListenAddr(address));
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
@@ -675,6 +676,13 @@ impl Actor {
             } => {
                 tracing::debug!(?listener_id, ?reason, "listener closed");
                 self.relay_listeners.retain(|_, id| *id != listener_id);
+                self.listeners.remove(&listener_id);
+                if self.awaiting_listeners.remove(&listener_id)
+                    && self.awaiting_listeners.is_empty()
+                    && let Some(ready) = self.ready.take()
+                {
+                    let _ = ready.send(());
+                }
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -950,6 +958,7 @@ impl Actor {
             match self.swarm.listen_on(circuit.clone()) {
                 Ok(id) => {
                     tracing::info!(%circuit, "listening through relay");
+                    self.listeners.insert(id);
                     self.relay_listeners.insert(peer, id);
                 }
                 Err(e) => tracing::debug!(%circuit, error = %e, "relay listen failed"),

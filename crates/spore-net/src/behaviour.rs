@@ -41,7 +41,7 @@ pub(crate) struct Behaviour {
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<ProviderStore>,
-    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) mdns: Toggle<crate::mdns::Mdns>,
     pub(crate) rendezvous: rendezvous::client::Behaviour,
     pub(crate) rendezvous_server: Toggle<rendezvous::server::Behaviour>,
     pub(crate) relay_client: relay::client::Behaviour,
@@ -110,10 +110,7 @@ fn behaviour(
     }));
 
     let mdns = if cfg.mdns {
-        Some(
-            mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
-                .map_err(BuildError::Mdns)?,
-        )
+        Some(crate::mdns::Mdns::new(mdns::Config::default(), peer_id).map_err(BuildError::Mdns)?)
     } else {
         None
     };

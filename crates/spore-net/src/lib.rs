@@ -20,6 +20,7 @@ mod handle;
 pub mod hint;
 pub mod identity;
 pub mod ip_limit;
+mod mdns;
 pub mod store;
 mod types;
 
