@@ -45,8 +45,8 @@ use crate::{
     handle::{NetError, StartError},
     ip_limit::ip_of,
     types::{
-        ConnectionInfo, Direction, DiscoverySource, NetEvent, NetStatus, PeerInfo, Provider,
-        Reachability, TransportKind,
+        ConnectionInfo, Direction, DiscoverySource, LookupStats, NetEvent, NetStatus, PeerInfo,
+        Provider, ProviderLookup, Reachability, TransportKind,
     },
 };
 
@@ -104,7 +104,7 @@ pub(crate) enum Command {
         hash: Hash,
         limit: usize,
         timeout: Duration,
-        tx: Reply<Result<Vec<Provider>, NetError>>,
+        tx: Reply<Result<ProviderLookup, NetError>>,
     },
     Bootstrap {
         tx: Reply<Result<(), NetError>>,
@@ -122,11 +122,13 @@ enum PendingQuery {
         tx: Reply<Result<(), NetError>>,
     },
     Providers {
-        tx: Option<Reply<Result<Vec<Provider>, NetError>>>,
+        tx: Option<Reply<Result<ProviderLookup, NetError>>>,
         found: Vec<Provider>,
         seen: HashSet<PeerId>,
         limit: usize,
+        started: Instant,
         deadline: Instant,
+        stats: LookupStats,
     },
     Bootstrap {
         tx: Reply<Result<(), NetError>>,
@@ -322,6 +324,10 @@ impl Actor {
             for a in &addrs {
                 self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
             }
+            self.swarm
+                .behaviour_mut()
+                .known_addrs
+                .add(peer, addrs.iter().cloned());
             self.bootstrap_peers.insert(peer);
             self.dial_known(peer, addrs);
         }
@@ -462,9 +468,10 @@ impl Actor {
                 }
             }
             Command::AddPeerAddrs { peer, addrs, tx } => {
-                for a in addrs.into_iter().take(MAX_PEER_ADDRS) {
-                    self.swarm.add_peer_address(peer, a);
-                }
+                self.swarm
+                    .behaviour_mut()
+                    .known_addrs
+                    .add(peer, addrs.into_iter().take(MAX_PEER_ADDRS));
                 let _ = tx.send(());
             }
             Command::Disconnect { peer, tx } => {
@@ -505,7 +512,9 @@ impl Actor {
                         found: Vec::new(),
                         seen: HashSet::new(),
                         limit,
+                        started: Instant::now(),
                         deadline: Instant::now() + timeout,
+                        stats: LookupStats::default(),
                     },
                 );
             }
@@ -624,10 +633,27 @@ impl Actor {
     }
 
     fn finish_providers(&mut self, id: QueryId) {
-        if let Some(PendingQuery::Providers { tx, found, .. }) = self.queries.get_mut(&id)
+        let requests = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .query(&id)
+            .map(|q| q.stats().num_requests());
+        if let Some(PendingQuery::Providers {
+            tx,
+            found,
+            started,
+            stats,
+            ..
+        }) = self.queries.get_mut(&id)
             && let Some(tx) = tx.take()
         {
-            let _ = tx.send(Ok(std::mem::take(found)));
+            stats.requests = requests.unwrap_or(stats.requests);
+            stats.elapsed = started.elapsed();
+            let _ = tx.send(Ok(ProviderLookup {
+                providers: std::mem::take(found),
+                stats: *stats,
+            }));
         }
         self.queries.remove(&id);
         if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
@@ -836,7 +862,9 @@ impl Actor {
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Limits(never) | BehaviourEvent::IpLimits(never) => match never {},
+            BehaviourEvent::Limits(never)
+            | BehaviourEvent::IpLimits(never)
+            | BehaviourEvent::KnownAddrs(never) => match never {},
             BehaviourEvent::Identify(libp2p::identify::Event::Received {
                 peer_id, info, ..
             }) => self.on_identified(peer_id, info),
@@ -995,7 +1023,10 @@ impl Actor {
 
     fn on_kad_event(&mut self, event: kad::Event) {
         let kad::Event::OutboundQueryProgressed {
-            id, result, step, ..
+            id,
+            result,
+            step,
+            stats,
         } = event
         else {
             return;
@@ -1005,6 +1036,7 @@ impl Actor {
                 providers,
                 ..
             })) => {
+                let requests = stats.num_requests();
                 let local = *self.swarm.local_peer_id();
                 let mut new = Vec::new();
                 if let Some(PendingQuery::Providers { seen, .. }) = self.queries.get_mut(&id) {
@@ -1022,9 +1054,19 @@ impl Actor {
                     })
                     .collect();
                 let mut done = false;
-                if let Some(PendingQuery::Providers { found, limit, .. }) =
-                    self.queries.get_mut(&id)
+                if let Some(PendingQuery::Providers {
+                    found,
+                    limit,
+                    started,
+                    stats,
+                    ..
+                }) = self.queries.get_mut(&id)
                 {
+                    if found.is_empty() && !with_addrs.is_empty() {
+                        stats.requests_to_first = Some(requests);
+                        stats.time_to_first = Some(started.elapsed());
+                    }
+                    stats.requests = requests;
                     found.extend(with_addrs);
                     done = found.len() >= *limit;
                 }

@@ -38,6 +38,7 @@ pub(crate) struct Behaviour {
     // Limits first: they deny connections before other behaviours spend anything on them.
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) ip_limits: ip_limit::Behaviour,
+    pub(crate) known_addrs: crate::known_addrs::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<ProviderStore>,
@@ -130,6 +131,7 @@ fn behaviour(
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
         ip_limits: ip_limit::Behaviour::new(cfg.max_connections_per_ip),
+        known_addrs: Default::default(),
         identify,
         ping: ping::Behaviour::new(ping::Config::new()),
         kad,

@@ -22,7 +22,7 @@ use crate::{
     config::NetConfig,
     hint,
     identity::{self, IdentityError},
-    types::{NetEvent, NetStatus, PeerInfo, Provider},
+    types::{NetEvent, NetStatus, PeerInfo, Provider, ProviderLookup},
 };
 
 /// How long a plain command may take before we call the swarm stuck.
@@ -216,6 +216,16 @@ impl NetHandle {
         limit: usize,
         timeout: Duration,
     ) -> Result<Vec<Provider>, NetError> {
+        Ok(self.lookup_providers(hash, limit, timeout).await?.providers)
+    }
+
+    /// Like [`Self::find_providers_with`], with the lookup's statistics.
+    pub async fn lookup_providers(
+        &self,
+        hash: Hash,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<ProviderLookup, NetError> {
         let limit = limit.max(1);
         self.ask(timeout + Duration::from_secs(5), |tx| {
             Command::FindProviders {

@@ -20,6 +20,7 @@ mod handle;
 pub mod hint;
 pub mod identity;
 pub mod ip_limit;
+mod known_addrs;
 mod mdns;
 pub mod store;
 mod types;
@@ -37,6 +38,6 @@ pub use hint::{HintError, from_hint, to_hint};
 pub use libp2p::{Multiaddr, PeerId, Stream, multiaddr};
 pub use tokio_util::sync::CancellationToken;
 pub use types::{
-    ConnectionInfo, Direction, DiscoverySource, NetEvent, NetStatus, PeerInfo, Provider,
-    Reachability, TransportKind,
+    ConnectionInfo, Direction, DiscoverySource, LookupStats, NetEvent, NetStatus, PeerInfo,
+    Provider, ProviderLookup, Reachability, TransportKind,
 };

@@ -113,6 +113,26 @@ pub struct Provider {
     pub addrs: Vec<Multiaddr>,
 }
 
+/// How a provider lookup went (for benchmarks and diagnostics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LookupStats {
+    /// Kademlia requests sent before the first provider was known.
+    pub requests_to_first: Option<u32>,
+    /// Time until the first provider was known.
+    pub time_to_first: Option<Duration>,
+    /// Kademlia requests sent in total.
+    pub requests: u32,
+    /// Time until the lookup answered.
+    pub elapsed: Duration,
+}
+
+/// Providers found by a lookup, with its statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProviderLookup {
+    pub providers: Vec<Provider>,
+    pub stats: LookupStats,
+}
+
 /// How a peer was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
