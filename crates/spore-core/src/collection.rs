@@ -60,6 +60,8 @@ pub enum CollectionError {
     Duplicate(String),
     #[error("{file:?} is a file but {nested:?} treats it as a directory")]
     FileIsDirectory { file: String, nested: String },
+    #[error("the files' sizes add up to more than 2^64 bytes")]
+    TotalTooLarge,
     #[error("mode {mode:o} of {path:?} has bits outside {MODE_MASK:o}")]
     BadMode { path: String, mode: u32 },
 }
@@ -76,8 +78,12 @@ impl Collection {
         &self.entries
     }
 
+    /// The sum of the files' sizes (validated not to overflow).
     pub fn total_size(&self) -> u64 {
-        self.entries.iter().map(|e| e.size).sum()
+        self.entries
+            .iter()
+            .map(|e| e.size)
+            .fold(0, u64::saturating_add)
     }
 
     pub fn find(&self, path: &str) -> Option<&CollectionEntry> {
@@ -131,6 +137,13 @@ impl Collection {
     fn validate(sorted: &[CollectionEntry]) -> Result<(), CollectionError> {
         if sorted.len() > MAX_ENTRIES {
             return Err(CollectionError::TooManyEntries(sorted.len()));
+        }
+        if sorted
+            .iter()
+            .try_fold(0u64, |sum, e| sum.checked_add(e.size))
+            .is_none()
+        {
+            return Err(CollectionError::TotalTooLarge);
         }
         for entry in sorted {
             if entry.mode & !MODE_MASK != 0 {
@@ -188,6 +201,15 @@ mod tests {
         assert_eq!(Collection::decode(&a.encode()).unwrap(), a);
         assert_eq!(a.find("a/x").map(|e| e.size), Some(2));
         assert_eq!(a.total_size(), 6);
+    }
+
+    #[test]
+    fn rejects_sizes_that_overflow() {
+        // regression: fuzz/corpus/collection_decode/regression-total-size-overflow
+        assert_eq!(
+            Collection::new(vec![entry("a", 1 << 63), entry("b", 1 << 63)]),
+            Err(CollectionError::TotalTooLarge)
+        );
     }
 
     #[test]

@@ -19,8 +19,11 @@ pub const MAX_PROVIDERS: usize = 16;
 pub const MAX_ADDRS_PER_PROVIDER: usize = 8;
 pub const MAX_PEER_ID_LEN: usize = 64;
 pub const MAX_ADDR_LEN: usize = 256;
-/// Longest ticket text accepted, so a hostile paste cannot make us allocate much.
-pub const MAX_TICKET_LEN: usize = 16 * 1024;
+/// Longest ticket text accepted, so a hostile paste cannot make us allocate
+/// much. It covers the largest ticket the per-field limits above allow
+/// (16 × (64 + 8 × 256) bytes, about 55,000 characters in base32), so every
+/// ticket `encode` prints can be read back.
+pub const MAX_TICKET_LEN: usize = 64 * 1024;
 
 /// What a ticket points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -241,6 +244,18 @@ mod tests {
             "x".repeat(MAX_TICKET_LEN + 1).parse::<Ticket>(),
             Err(TicketError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn the_largest_ticket_within_limits_reads_back() {
+        // regression: fuzz/corpus/ticket_encode/regression-encode-exceeds-max-ticket-len
+        let provider = ProviderHint {
+            peer_id: vec![0xff; MAX_PEER_ID_LEN],
+            addrs: vec![vec![0xff; MAX_ADDR_LEN]; MAX_ADDRS_PER_PROVIDER],
+        };
+        let t = Ticket::new(ContentKind::Blob, Hash::EMPTY)
+            .with_providers(vec![provider; MAX_PROVIDERS]);
+        assert_eq!(t.encode().parse::<Ticket>(), Ok(t));
     }
 
     proptest! {
