@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 
 /// spore: share and fetch content-addressed data, peer to peer.
 #[derive(Debug, Parser)]
-#[command(name = "spore", version, about, propagate_version = true)]
+#[command(name = "spore", version, propagate_version = true)]
+#[command(about = "spore: share and fetch content-addressed data, peer to peer")]
 pub(crate) struct Cli {
     /// Keep all of this node's files under DIR instead of the XDG directories.
     #[arg(long, global = true, value_name = "DIR", env = "SPORE_HOME")]
@@ -26,6 +27,15 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    #[command(flatten)]
+    Store(StoreCommand),
+    #[command(flatten)]
+    Network(NetworkCommand),
+}
+
+/// Commands that work on the local store.
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreCommand {
     /// Add a file (as a blob) or a directory (as a collection) to the store.
     ///
     /// Files are referenced in place by default: nothing is copied, and a file
@@ -64,4 +74,61 @@ pub(crate) enum Command {
     Rm { id: String },
     /// Re-hash stored content and report damage (all entries if no id is given).
     Verify { id: Option<String> },
+}
+
+/// Commands that run or ask the node.
+#[derive(Debug, Subcommand)]
+pub(crate) enum NetworkCommand {
+    /// Run the node in the foreground: network, DHT, and the local API.
+    Node(NodeArgs),
+    /// Print this node's peer id.
+    Id,
+    /// The running node at a glance.
+    Status,
+    /// Peers the running node is connected to.
+    Peers,
+    /// Connect the running node to a peer.
+    Connect {
+        /// A multiaddr, ideally ending in /p2p/<peer id>.
+        addr: String,
+    },
+    /// Disconnect the running node from a peer.
+    Disconnect { peer_id: String },
+    /// Find peers that provide content, in the DHT.
+    Find {
+        /// A content id or a ticket.
+        id: String,
+    },
+}
+
+/// Settings of `spore node`; each overrides `spore.toml` in the config directory.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NodeArgs {
+    /// Port for TCP and QUIC (0 picks a free one).
+    #[arg(long)]
+    pub(crate) port: Option<u16>,
+    /// Address to bind the network to (default 0.0.0.0).
+    #[arg(long)]
+    pub(crate) listen_ip: Option<std::net::IpAddr>,
+    /// Address of the local API (default 127.0.0.1:5323).
+    #[arg(long)]
+    pub(crate) api: Option<std::net::SocketAddr>,
+    /// A peer to join through (repeatable), e.g. /ip4/1.2.3.4/tcp/5322/p2p/12D3…
+    #[arg(long, value_name = "MULTIADDR")]
+    pub(crate) bootstrap: Vec<String>,
+    /// Do not discover peers on the local network.
+    #[arg(long)]
+    pub(crate) no_mdns: bool,
+    /// Serve as a rendezvous point for other peers.
+    #[arg(long)]
+    pub(crate) rendezvous_server: bool,
+    /// A rendezvous server to register at (repeatable), ending in /p2p/<peer id>.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub(crate) rendezvous: Vec<String>,
+    /// Relay connections for peers behind NAT.
+    #[arg(long)]
+    pub(crate) relay_server: bool,
+    /// Treat the listen addresses as reachable (a LAN or a test on 127.0.0.1).
+    #[arg(long)]
+    pub(crate) advertise_listen_addrs: bool,
 }

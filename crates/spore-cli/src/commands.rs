@@ -11,24 +11,40 @@ use spore_node::Home;
 use spore_store::{BlobRecord, BlobState, ImportMode, Location, Removed, Store, Verified};
 
 use crate::{
-    args::{Cli, Command},
+    args::{Cli, Command, StoreCommand},
+    client::Daemon,
+    network,
     progress::ImportBar,
 };
 
 pub(crate) fn run(cli: Cli) -> Result<()> {
     let home = Home::resolve(cli.home.as_deref())?;
-    let store = home.open_store().context("opening the store")?;
     let json = cli.json;
     match cli.command {
-        Command::Add { path, copy, quiet } => add(&store, &path, copy, quiet, json),
-        Command::Ls { id: None } => list(&store, json),
-        Command::Ls { id: Some(id) } => list_collection(&store, &resolve(&store, &id)?, json),
-        Command::Cat { id, range } => cat(&store, &resolve(&store, &id)?, range.as_deref()),
-        Command::Export { id, dest, force } => {
-            export(&store, &resolve(&store, &id)?, &dest, force, json)
+        Command::Network(command) => network::run(&home, command, json),
+        Command::Store(StoreCommand::Add { path, copy, quiet })
+            if let Some(daemon) = Daemon::find(&home) =>
+        {
+            add_through_daemon(&daemon, &path, copy, quiet, json)
         }
-        Command::Rm { id } => remove(&store, &resolve(&store, &id)?, json),
-        Command::Verify { id } => verify(&store, id.as_deref(), json),
+        Command::Store(command) => {
+            let store = home.open_store().context("opening the store")?;
+            match command {
+                StoreCommand::Add { path, copy, quiet } => add(&store, &path, copy, quiet, json),
+                StoreCommand::Ls { id: None } => list(&store, json),
+                StoreCommand::Ls { id: Some(id) } => {
+                    list_collection(&store, &resolve(&store, &id)?, json)
+                }
+                StoreCommand::Cat { id, range } => {
+                    cat(&store, &resolve(&store, &id)?, range.as_deref())
+                }
+                StoreCommand::Export { id, dest, force } => {
+                    export(&store, &resolve(&store, &id)?, &dest, force, json)
+                }
+                StoreCommand::Rm { id } => remove(&store, &resolve(&store, &id)?, json),
+                StoreCommand::Verify { id } => verify(&store, id.as_deref(), json),
+            }
+        }
     }
 }
 
@@ -113,6 +129,37 @@ fn add(store: &Store, path: &Path, copy: bool, quiet: bool, json: bool) -> Resul
         println!("ticket  {ticket}");
         Ok(())
     }
+}
+
+/// With a daemon running, adding goes through it, so the content is
+/// announced at once and the ticket carries the daemon's addresses.
+fn add_through_daemon(
+    daemon: &Daemon,
+    path: &Path,
+    copy: bool,
+    quiet: bool,
+    json: bool,
+) -> Result<()> {
+    let absolute = std::fs::canonicalize(path)
+        .with_context(|| format!("adding {}: reading {}", path.display(), path.display()))?;
+    let added = daemon
+        .post("/v1/add", json!({"path": absolute, "copy": copy}))
+        .with_context(|| format!("adding {}", path.display()))?;
+    if quiet {
+        println!("{}", added["id"].as_str().unwrap_or("?"));
+    } else if json {
+        print_json(&added)?;
+    } else {
+        println!(
+            "added {} ({} bytes, {})",
+            added["name"].as_str().unwrap_or("?"),
+            added["size"],
+            added["kind"].as_str().unwrap_or("?")
+        );
+        println!("id      {}", added["id"].as_str().unwrap_or("?"));
+        println!("ticket  {}", added["ticket"].as_str().unwrap_or("?"));
+    }
+    Ok(())
 }
 
 fn record_json(r: &BlobRecord) -> serde_json::Value {

@@ -2,7 +2,9 @@
 //! code. The work itself lives in the library crates.
 
 mod args;
+mod client;
 mod commands;
+mod network;
 mod progress;
 
 use std::process::ExitCode;
@@ -11,7 +13,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
-    init_logging(cli.verbose);
+    let daemon = matches!(
+        cli.command,
+        args::Command::Network(args::NetworkCommand::Node(_))
+    );
+    init_logging(cli.verbose, daemon);
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
@@ -31,10 +37,14 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
+/// The daemon logs its own progress at info; one-shot commands stay quiet.
+/// libp2p's own warnings (such as "no known peers" on a lone node) are noise
+/// unless asked for with -v or RUST_LOG.
+fn init_logging(verbose: u8, daemon: bool) {
+    let default = match (verbose, daemon) {
+        (0, false) => "warn,libp2p=error,libp2p_kad=error,libp2p_swarm=error",
+        (0, true) => "info,libp2p=error,libp2p_kad=error,libp2p_swarm=error",
+        (1, _) => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -1,0 +1,290 @@
+//! Commands that need the network: `node` runs the daemon; the others ask
+//! the running daemon through its API, or start a short-lived node when none
+//! runs and the question can still be answered (`find`).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use spore_core::{Hash, Ticket};
+use spore_http::Daemon as DaemonProcess;
+use spore_net::{Multiaddr, NetNode};
+use spore_node::{Home, NodeConfig};
+
+use crate::{
+    args::{NetworkCommand, NodeArgs},
+    client::Daemon,
+};
+
+pub(crate) fn run(home: &Home, command: NetworkCommand, json: bool) -> Result<()> {
+    match command {
+        NetworkCommand::Node(args) => node(home, &args, json),
+        NetworkCommand::Id => id(home, json),
+        NetworkCommand::Status => status(home, json),
+        NetworkCommand::Peers => peers(home, json),
+        NetworkCommand::Connect { addr } => connect(home, &addr, json),
+        NetworkCommand::Disconnect { peer_id } => disconnect(home, &peer_id, json),
+        NetworkCommand::Find { id } => find(home, &id, json),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn multiaddrs(list: &[String]) -> Result<Vec<Multiaddr>> {
+    list.iter()
+        .map(|s| {
+            s.parse()
+                .with_context(|| format!("{s:?} is not a multiaddr"))
+        })
+        .collect()
+}
+
+fn node_config(home: &Home, args: &NodeArgs) -> Result<NodeConfig> {
+    let mut config = NodeConfig::load(home)?;
+    let net = &mut config.net;
+    if let Some(port) = args.port {
+        net.listen_port = port;
+    }
+    if let Some(ip) = args.listen_ip {
+        net.listen_ip = ip;
+    }
+    net.bootstrap.extend(multiaddrs(&args.bootstrap)?);
+    net.rendezvous_points.extend(multiaddrs(&args.rendezvous)?);
+    net.mdns &= !args.no_mdns;
+    net.rendezvous_server |= args.rendezvous_server;
+    net.relay_server |= args.relay_server;
+    net.advertise_listen_addrs |= args.advertise_listen_addrs;
+    if let Some(api) = args.api {
+        config.api.listen = api;
+    }
+    Ok(config)
+}
+
+/// `spore node`: runs until SIGINT or SIGTERM.
+fn node(home: &Home, args: &NodeArgs, json: bool) -> Result<()> {
+    if let Some(running) = Daemon::find(home) {
+        bail!(
+            "a node is already running for this home (API {}); stop it first or use another --home",
+            running.address()
+        );
+    }
+    let config = node_config(home, args)?;
+    runtime()?.block_on(async {
+        let daemon = DaemonProcess::start(home.clone(), config).await?;
+        let net = daemon.node().net().clone();
+        let status = net.status().await?;
+        let token_path = home.config.join("api-token");
+        if json {
+            println!(
+                "{}",
+                json!({
+                    "peer_id": status.peer_id.to_string(),
+                    "listen_addrs": status.listen_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "api": format!("http://{}", daemon.api_addr()),
+                    "token_file": token_path.display().to_string(),
+                })
+            );
+        } else {
+            println!("spore node {}", status.peer_id);
+            for addr in &status.listen_addrs {
+                println!("  listening on {addr}");
+            }
+            println!("  API http://{}/v1  (token in {})", daemon.api_addr(), token_path.display());
+            println!("  stop with Ctrl-C");
+        }
+        daemon.wait_for_signal().await;
+        daemon.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+/// `spore id`: the peer id of this home's identity (created if new).
+fn id(home: &Home, json: bool) -> Result<()> {
+    let config = NodeConfig::load(home)?;
+    let path = config
+        .net
+        .identity_file
+        .context("no identity file configured")?;
+    let peer_id = spore_net::identity::load_or_create(&path)
+        .with_context(|| format!("reading the identity in {}", path.display()))?
+        .public()
+        .to_peer_id();
+    if json {
+        println!("{}", json!({"peer_id": peer_id.to_string()}));
+    } else {
+        println!("{peer_id}");
+    }
+    Ok(())
+}
+
+fn running(home: &Home) -> Result<Daemon> {
+    Daemon::find(home).context("no node is running for this home; start one with `spore node`")
+}
+
+fn status(home: &Home, json: bool) -> Result<()> {
+    let s = running(home)?.get("/v1/status")?;
+    if json {
+        return print(&s);
+    }
+    println!("peer id       {}", s["peer_id"].as_str().unwrap_or("?"));
+    println!(
+        "version       {} (up {} s)",
+        s["version"].as_str().unwrap_or("?"),
+        s["uptime_secs"]
+    );
+    for addr in s["listen_addrs"].as_array().into_iter().flatten() {
+        println!("listening     {}", addr.as_str().unwrap_or("?"));
+    }
+    for addr in s["external_addrs"].as_array().into_iter().flatten() {
+        println!("reachable at  {}", addr.as_str().unwrap_or("?"));
+    }
+    println!(
+        "reachability  {}",
+        s["reachability"].as_str().unwrap_or("?")
+    );
+    println!(
+        "peers         {} ({} connections)",
+        s["connected_peers"], s["connections"]
+    );
+    println!(
+        "dht           {} peers in the routing table, {} mode, {} keys provided",
+        s["routing_table_size"],
+        if s["kad_server_mode"].as_bool() == Some(true) {
+            "server"
+        } else {
+            "client"
+        },
+        s["provided_keys"]
+    );
+    println!("store         {} entries", s["store_entries"]);
+    Ok(())
+}
+
+fn peers(home: &Home, json: bool) -> Result<()> {
+    let peers = running(home)?.get("/v1/peers")?;
+    if json {
+        return print(&peers);
+    }
+    let list = peers.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        eprintln!("no peers connected");
+    }
+    for p in list {
+        let latency = p["latency_ms"]
+            .as_f64()
+            .map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
+        let conn = &p["connections"][0];
+        println!(
+            "{}  {:<8}  {:<4}  {:>9}  {}  {}",
+            p["peer_id"].as_str().unwrap_or("?"),
+            conn["direction"].as_str().unwrap_or("-"),
+            conn["transport"].as_str().unwrap_or("-"),
+            latency,
+            conn["remote_addr"].as_str().unwrap_or("-"),
+            p["agent_version"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(())
+}
+
+fn connect(home: &Home, addr: &str, json: bool) -> Result<()> {
+    let answer = running(home)?.post("/v1/connect", json!({ "addr": addr }))?;
+    if json {
+        return print(&answer);
+    }
+    println!("connected to {}", answer["peer_id"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+fn disconnect(home: &Home, peer_id: &str, json: bool) -> Result<()> {
+    running(home)?.post("/v1/disconnect", json!({ "peer_id": peer_id }))?;
+    if json {
+        return print(&json!({"disconnected": peer_id}));
+    }
+    println!("disconnected from {peer_id}");
+    Ok(())
+}
+
+/// `spore find`: asks the daemon, or a short-lived node when none runs.
+fn find(home: &Home, id: &str, json: bool) -> Result<()> {
+    let hash = parse_id(id)?;
+    let providers: Vec<(String, Vec<String>)> = match Daemon::find(home) {
+        Some(daemon) => daemon
+            .get(&format!("/v1/providers/{hash}"))?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let addrs = p["addrs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str().map(String::from))
+                    .collect();
+                (p["peer_id"].as_str().unwrap_or("?").to_string(), addrs)
+            })
+            .collect(),
+        None => runtime()?.block_on(find_with_ephemeral_node(home, hash))?,
+    };
+    if json {
+        let list: Vec<Value> = providers
+            .iter()
+            .map(|(p, a)| json!({"peer_id": p, "addrs": a}))
+            .collect();
+        return print(&list.into());
+    }
+    if providers.is_empty() {
+        bail!("no provider of {hash} found");
+    }
+    for (peer, addrs) in providers {
+        println!("{peer}  {}", addrs.join(" "));
+    }
+    Ok(())
+}
+
+async fn find_with_ephemeral_node(home: &Home, hash: Hash) -> Result<Vec<(String, Vec<String>)>> {
+    let mut config = NodeConfig::load(home)?.net;
+    // a second process must not fight the daemon's port or rewrite its files
+    config.listen_port = 0;
+    config.address_book_file = None;
+    let cancel = spore_net::CancellationToken::new();
+    let node = NetNode::start(config, cancel).await?;
+    let net = node.handle().clone();
+    // give bootstrap, mDNS and the address book a moment to fill the routing table
+    for _ in 0..50 {
+        if net.status().await.is_ok_and(|s| s.routing_table_size > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = net.bootstrap().await;
+    let found = net.find_providers(hash).await;
+    node.shutdown().await;
+    Ok(found?
+        .into_iter()
+        .map(|p| {
+            (
+                p.peer_id.to_string(),
+                p.addrs.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .collect())
+}
+
+fn parse_id(id: &str) -> Result<Hash> {
+    if id.len() > 5 && id[..5].eq_ignore_ascii_case("spore") {
+        return Ok(id.parse::<Ticket>().context("reading the ticket")?.hash);
+    }
+    id.parse::<Hash>()
+        .with_context(|| format!("{id:?} is not a content id"))
+}
+
+fn print(value: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! `spore node` and the commands that talk to it, as real processes.
+
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn spore(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_spore"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn ok(home: &Path, args: &[&str]) -> String {
+    let out = spore(home, args);
+    assert!(
+        out.status.success(),
+        "spore {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+struct RunningNode {
+    child: Child,
+    home: PathBuf,
+    info: Value,
+}
+
+impl RunningNode {
+    fn start(home: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spore"))
+            .arg("--home")
+            .arg(home)
+            .args([
+                "--json",
+                "node",
+                "--port",
+                "0",
+                "--api",
+                "127.0.0.1:0",
+                "--listen-ip",
+                "127.0.0.1",
+            ])
+            .args(["--no-mdns", "--advertise-listen-addrs"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        Self {
+            child,
+            home: home.to_path_buf(),
+            info,
+        }
+    }
+
+    fn addr(&self) -> String {
+        let tcp = self.info["listen_addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a.as_str().unwrap().contains("/tcp/"))
+            .unwrap();
+        format!(
+            "{}/p2p/{}",
+            tcp.as_str().unwrap(),
+            self.info["peer_id"].as_str().unwrap()
+        )
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn node_runs_answers_and_stops_gracefully_keeping_its_identity() {
+    let dir = TempDir::new().unwrap();
+    let home = dir.path().join("a");
+    let id_before = ok(&home, &["id"]);
+    let node = RunningNode::start(&home, &[]);
+    assert_eq!(
+        node.info["peer_id"].as_str().unwrap(),
+        id_before.trim(),
+        "the identity is the one `spore id` made"
+    );
+
+    let status: Value = serde_json::from_str(&ok(&home, &["--json", "status"])).unwrap();
+    assert_eq!(status["peer_id"], node.info["peer_id"]);
+
+    // a second node on the same home is refused with a clear message
+    let second = spore(&home, &["node", "--port", "0", "--api", "127.0.0.1:0"]);
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
+
+    // adding goes through the daemon: the ticket names it as a provider
+    let file = dir.path().join("talk.txt");
+    std::fs::write(&file, b"a talk").unwrap();
+    let added: Value =
+        serde_json::from_str(&ok(&home, &["--json", "add", file.to_str().unwrap()])).unwrap();
+    let ticket: spore_core::Ticket = added["ticket"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ticket.providers.len(), 1);
+
+    let home_path = node.home.clone();
+    assert!(node.stop().success(), "SIGTERM is a clean exit");
+    assert!(
+        !home_path.join("state/api.json").exists(),
+        "the endpoint file is withdrawn"
+    );
+    let status = spore(&home, &["status"]);
+    assert!(!status.status.success());
+    assert!(String::from_utf8_lossy(&status.stderr).contains("no node is running"));
+
+    let again = RunningNode::start(&home, &[]);
+    assert_eq!(
+        again.info["peer_id"],
+        node_peer_id(&id_before),
+        "a restart keeps the peer id"
+    );
+    // the content added before the restart is still there and announced again
+    assert!(ok(&home, &["ls"]).contains("talk.txt"));
+    assert!(again.stop().success());
+}
+
+fn node_peer_id(id: &str) -> Value {
+    Value::String(id.trim().to_string())
+}
+
+#[test]
+fn two_nodes_connect_and_find_content_through_the_dht() {
+    let dir = TempDir::new().unwrap();
+    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = RunningNode::start(&home_a, &[]);
+    let b = RunningNode::start(&home_b, &["--bootstrap", &a.addr()]);
+
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, vec![42u8; 50_000]).unwrap();
+    let id = ok(&home_a, &["add", "-q", file.to_str().unwrap()])
+        .trim()
+        .to_string();
+
+    let a_id = a.info["peer_id"].as_str().unwrap().to_string();
+    let mut found = String::new();
+    for _ in 0..20 {
+        found = ok(&home_b, &["find", &id]);
+        if found.contains(&a_id) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(found.contains(&a_id), "{found}");
+
+    let peers: Value = serde_json::from_str(&ok(&home_b, &["--json", "peers"])).unwrap();
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["peer_id"] == a_id.as_str())
+    );
+    ok(&home_b, &["disconnect", &a_id]);
+    assert!(ok(&home_a, &["connect", &b.addr()]).contains(b.info["peer_id"].as_str().unwrap()));
+    let bad = spore(&home_b, &["connect", "not-an-address"]);
+    assert!(!bad.status.success());
+
+    // with no daemon running, `find` starts a short-lived node of its own
+    let home_c = dir.path().join("c");
+    std::fs::create_dir_all(home_c.join("config")).unwrap();
+    std::fs::write(
+        home_c.join("config/spore.toml"),
+        format!(
+            "[net]\nmdns = false\nlisten_ip = \"127.0.0.1\"\nbootstrap = [\"{}\"]\n",
+            a.addr()
+        ),
+    )
+    .unwrap();
+    assert!(ok(&home_c, &["find", &id]).contains(&a_id));
+
+    assert!(b.stop().success());
+    assert!(a.stop().success());
+}
+
+#[test]
+fn a_broken_config_file_is_named_in_the_error() {
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(
+        dir.path().join("config/spore.toml"),
+        "[net]\nlisten_port = \"many\"\n",
+    )
+    .unwrap();
+    let out = spore(dir.path(), &["node"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spore.toml") && err.contains("listen_port"),
+        "{err}"
+    );
+}

@@ -1,0 +1,280 @@
+//! The `/v1` endpoints. Handlers translate between JSON and the node; the
+//! types here are the API's own, so the wire format does not move when a
+//! library type does.
+
+use std::path::PathBuf;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use serde::{Deserialize, Serialize};
+use spore_core::{ContentKind, Hash, Ticket};
+use spore_net::{Multiaddr, PeerId};
+use spore_store::ImportMode;
+use utoipa::ToSchema;
+
+use crate::{ApiError, AppState};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    ok: bool,
+    version: String,
+}
+
+/// Liveness, without authentication.
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = Health)))]
+pub(crate) async fn health() -> Json<Health> {
+    Json(Health {
+        ok: true,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Status {
+    peer_id: String,
+    version: String,
+    uptime_secs: u64,
+    listen_addrs: Vec<String>,
+    external_addrs: Vec<String>,
+    /// `unknown`, `public` or `private`.
+    reachability: String,
+    connected_peers: usize,
+    connections: usize,
+    routing_table_size: usize,
+    kad_server_mode: bool,
+    provided_keys: usize,
+    /// Entries the user added, and downloads in progress.
+    store_entries: usize,
+}
+
+/// The node at a glance.
+#[utoipa::path(get, path = "/v1/status", security(("token" = [])),
+    responses((status = 200, body = Status), (status = 401, body = crate::error::ErrorBody)))]
+pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    let net = state.node.net().status().await?;
+    let store = state.node.store().clone();
+    let store_entries = tokio::task::spawn_blocking(move || store.list())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??
+        .len();
+    Ok(Json(Status {
+        peer_id: net.peer_id.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_secs: state.started.elapsed().as_secs(),
+        listen_addrs: net.listen_addrs.iter().map(ToString::to_string).collect(),
+        external_addrs: net.external_addrs.iter().map(ToString::to_string).collect(),
+        reachability: serde_json::to_value(net.reachability)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        connected_peers: net.connected_peers,
+        connections: net.connections,
+        routing_table_size: net.routing_table_size,
+        kad_server_mode: net.kad_server_mode,
+        provided_keys: net.provided_keys,
+        store_entries,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Connection {
+    remote_addr: String,
+    /// `inbound` or `outbound`.
+    direction: String,
+    /// `tcp`, `quic`, `relay` or `other`.
+    transport: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Peer {
+    peer_id: String,
+    connections: Vec<Connection>,
+    listen_addrs: Vec<String>,
+    protocols: Vec<String>,
+    agent_version: Option<String>,
+    /// Last ping round trip in milliseconds.
+    latency_ms: Option<f64>,
+}
+
+fn word<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Connected peers.
+#[utoipa::path(get, path = "/v1/peers", security(("token" = [])),
+    responses((status = 200, body = Vec<Peer>), (status = 401, body = crate::error::ErrorBody)))]
+pub(crate) async fn peers(State(state): State<AppState>) -> Result<Json<Vec<Peer>>, ApiError> {
+    let peers = state.node.net().peers().await?;
+    Ok(Json(
+        peers
+            .into_iter()
+            .map(|p| Peer {
+                peer_id: p.peer_id.to_string(),
+                connections: p
+                    .connections
+                    .iter()
+                    .map(|c| Connection {
+                        remote_addr: c.remote_addr.to_string(),
+                        direction: word(&c.direction),
+                        transport: word(&c.transport),
+                    })
+                    .collect(),
+                listen_addrs: p.listen_addrs.iter().map(ToString::to_string).collect(),
+                protocols: p.protocols,
+                agent_version: p.agent_version,
+                latency_ms: p.latency.map(|d| d.as_secs_f64() * 1000.0),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct AddRequest {
+    /// A file or directory on the node's machine.
+    #[schema(value_type = String)]
+    path: PathBuf,
+    /// Copy the bytes into the store instead of referencing them in place.
+    #[serde(default)]
+    copy: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AddResponse {
+    id: String,
+    /// `blob` or `collection`.
+    kind: String,
+    name: String,
+    size: u64,
+    files: usize,
+    /// Carries this node's addresses, so the receiver can dial it directly.
+    ticket: String,
+}
+
+/// Adds a file or directory that is on the node's machine, and announces it.
+#[utoipa::path(post, path = "/v1/add", security(("token" = [])), request_body = AddRequest,
+    responses((status = 200, body = AddResponse), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody)))]
+pub(crate) async fn add(
+    State(state): State<AppState>,
+    Json(request): Json<AddRequest>,
+) -> Result<Json<AddResponse>, ApiError> {
+    if !request.path.is_absolute() {
+        return Err(ApiError::bad_request(format!(
+            "{} is relative; the node resolves paths on its own machine, so give an absolute path",
+            request.path.display()
+        )));
+    }
+    let mode = if request.copy {
+        ImportMode::Copy
+    } else {
+        ImportMode::InPlace
+    };
+    let added = state.node.add(request.path, mode).await?;
+    let ticket = ticket_for(&state, added.kind, added.hash).await;
+    Ok(Json(AddResponse {
+        id: added.hash.to_hex(),
+        kind: added.kind.to_string(),
+        name: added.name,
+        size: added.size,
+        files: added.files,
+        ticket,
+    }))
+}
+
+/// A ticket for `hash` that names this node as a provider.
+pub(crate) async fn ticket_for(state: &AppState, kind: ContentKind, hash: Hash) -> String {
+    let ticket = Ticket::new(kind, hash);
+    match state.node.net().local_provider_hint().await {
+        Ok(hint) => ticket.with_providers(vec![hint]).to_string(),
+        Err(_) => ticket.to_string(),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProviderOut {
+    peer_id: String,
+    addrs: Vec<String>,
+}
+
+fn parse_id(id: &str) -> Result<Hash, ApiError> {
+    if id.len() > 5 && id[..5].eq_ignore_ascii_case("spore") {
+        return id
+            .parse::<Ticket>()
+            .map(|t| t.hash)
+            .map_err(|e| ApiError::bad_request(format!("bad ticket: {e}")));
+    }
+    id.parse::<Hash>()
+        .map_err(|e| ApiError::bad_request(format!("bad content id: {e}")))
+}
+
+/// Peers that provide a content id, found in the DHT.
+#[utoipa::path(get, path = "/v1/providers/{id}", security(("token" = [])),
+    params(("id" = String, Path, description = "content id (64 hex digits) or ticket")),
+    responses((status = 200, body = Vec<ProviderOut>), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody)))]
+pub(crate) async fn providers(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<ProviderOut>>, ApiError> {
+    let hash = parse_id(&id)?;
+    let found = state.node.net().find_providers(hash).await?;
+    Ok(Json(
+        found
+            .into_iter()
+            .map(|p| ProviderOut {
+                peer_id: p.peer_id.to_string(),
+                addrs: p.addrs.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ConnectRequest {
+    /// A multiaddr, ideally ending in `/p2p/<peer id>`.
+    addr: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConnectResponse {
+    peer_id: String,
+}
+
+/// Dials a peer.
+#[utoipa::path(post, path = "/v1/connect", security(("token" = [])), request_body = ConnectRequest,
+    responses((status = 200, body = ConnectResponse), (status = 400, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)))]
+pub(crate) async fn connect(
+    State(state): State<AppState>,
+    Json(request): Json<ConnectRequest>,
+) -> Result<Json<ConnectResponse>, ApiError> {
+    let addr: Multiaddr = request.addr.parse().map_err(|e| {
+        ApiError::bad_request(format!("{:?} is not a multiaddr: {e}", request.addr))
+    })?;
+    let peer = state.node.net().dial(addr).await?;
+    Ok(Json(ConnectResponse {
+        peer_id: peer.to_string(),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct DisconnectRequest {
+    peer_id: String,
+}
+
+/// Closes every connection to a peer.
+#[utoipa::path(post, path = "/v1/disconnect", security(("token" = [])), request_body = DisconnectRequest,
+    responses((status = 204), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn disconnect(
+    State(state): State<AppState>,
+    Json(request): Json<DisconnectRequest>,
+) -> Result<StatusCode, ApiError> {
+    let peer: PeerId = request.peer_id.parse().map_err(|e| {
+        ApiError::bad_request(format!("{:?} is not a peer id: {e}", request.peer_id))
+    })?;
+    state.node.net().disconnect(peer).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,319 @@
+//! The API end to end: real daemons on 127.0.0.1, real HTTP requests.
+
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use spore_core::Ticket;
+use spore_http::Daemon;
+use spore_node::{Home, NodeConfig};
+use tempfile::TempDir;
+
+struct TestDaemon {
+    daemon: Daemon,
+    base: String,
+    token: String,
+    _dir: TempDir,
+}
+
+async fn start() -> TestDaemon {
+    let dir = TempDir::new().unwrap();
+    let home = Home::under(dir.path());
+    let mut config = NodeConfig::load(&home).unwrap();
+    let files = (
+        config.net.identity_file.clone(),
+        config.net.address_book_file.clone(),
+    );
+    config.net = spore_net::NetConfig::for_tests();
+    (config.net.identity_file, config.net.address_book_file) = files;
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    let daemon = Daemon::start(home.clone(), config).await.unwrap();
+    let base = format!("http://{}", daemon.api_addr());
+    let token = spore_node::api_token(&home).unwrap();
+    TestDaemon {
+        daemon,
+        base,
+        token,
+        _dir: dir,
+    }
+}
+
+type Headers = Vec<(&'static str, String)>;
+
+/// One request; returns status and JSON body (Null when empty).
+async fn call(
+    method: &'static str,
+    url: String,
+    headers: Headers,
+    body: Option<Value>,
+) -> (u16, Value) {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let mut response = match (method, body) {
+            ("GET", _) => {
+                let mut req = agent.get(&url);
+                for (k, v) in &headers {
+                    req = req.header(*k, v);
+                }
+                req.call().unwrap()
+            }
+            (_, body) => {
+                let mut req = agent.post(&url);
+                for (k, v) in &headers {
+                    req = req.header(*k, v);
+                }
+                req.send_json(body.unwrap_or(Value::Null)).unwrap()
+            }
+        };
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    })
+    .await
+    .unwrap()
+}
+
+impl TestDaemon {
+    fn auth(&self) -> Vec<(&'static str, String)> {
+        vec![("Authorization", format!("Bearer {}", self.token))]
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        call("GET", format!("{}{path}", self.base), self.auth(), None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        call(
+            "POST",
+            format!("{}{path}", self.base),
+            self.auth(),
+            Some(body),
+        )
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_auth_failure_is_refused_with_the_error_shape() {
+    let d = start().await;
+    let url = format!("{}/v1/status", d.base);
+    let (status, body) = call("GET", format!("{}/v1/health", d.base), vec![], None).await;
+    assert_eq!(
+        (status, body["ok"].as_bool()),
+        (200, Some(true)),
+        "health needs no token"
+    );
+
+    let cases: Vec<(Headers, u16, &str)> = vec![
+        (vec![], 401, "unauthorized"),
+        (
+            vec![("Authorization", "Bearer wrong".into())],
+            401,
+            "unauthorized",
+        ),
+        (
+            vec![("Authorization", d.token.clone())],
+            401,
+            "unauthorized",
+        ),
+        (
+            vec![("Authorization", format!("Basic {}", d.token))],
+            401,
+            "unauthorized",
+        ),
+        (
+            vec![
+                ("Authorization", format!("Bearer {}", d.token)),
+                ("Origin", "https://evil.example".into()),
+            ],
+            403,
+            "forbidden",
+        ),
+        (
+            vec![
+                ("Authorization", format!("Bearer {}", d.token)),
+                ("Sec-Fetch-Site", "cross-site".into()),
+            ],
+            403,
+            "forbidden",
+        ),
+    ];
+    for (headers, expected, code) in cases {
+        let (status, body) = call("GET", url.clone(), headers.clone(), None).await;
+        assert_eq!(status, expected, "{headers:?}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // the API's own origin is allowed
+    let mut own = d.auth();
+    own.push(("Origin", d.base.clone()));
+    assert_eq!(call("GET", url, own, None).await.0, 200);
+    // every protected endpoint requires the token
+    for path in ["/v1/peers", "/v1/openapi.json", "/v1/providers/x"] {
+        assert_eq!(
+            call("GET", format!("{}{path}", d.base), vec![], None)
+                .await
+                .0,
+            401,
+            "{path}"
+        );
+    }
+    for path in ["/v1/add", "/v1/connect", "/v1/disconnect"] {
+        assert_eq!(
+            call("POST", format!("{}{path}", d.base), vec![], Some(json!({})))
+                .await
+                .0,
+            401,
+            "{path}"
+        );
+    }
+    let (status, body) = d.get("/v1/nope").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    d.daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_openapi_and_add() {
+    let d = start().await;
+    let (status, body) = d.get("/v1/status").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["peer_id"].as_str().unwrap(),
+        d.daemon.node().net().local_peer_id().to_string()
+    );
+    assert!(!body["listen_addrs"].as_array().unwrap().is_empty());
+
+    let (status, doc) = d.get("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    for path in [
+        "/v1/status",
+        "/v1/peers",
+        "/v1/add",
+        "/v1/providers/{id}",
+        "/v1/connect",
+        "/v1/disconnect",
+        "/v1/health",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+    assert!(doc["components"]["securitySchemes"]["token"].is_object());
+
+    let (status, body) = d.post("/v1/add", json!({"path": "relative/file"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    let (status, _) = d
+        .post("/v1/add", json!({"path": "/definitely/missing"}))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = d.post("/v1/add", json!({"nonsense": true})).await;
+    assert!(status == 400 || status == 422, "malformed body: {status}");
+
+    let file = d._dir.path().join("hello.txt");
+    std::fs::write(&file, b"hello from the API").unwrap();
+    let (status, body) = d.post("/v1/add", json!({"path": file})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["id"],
+        blake3::hash(b"hello from the API").to_hex().to_string()
+    );
+    let ticket: Ticket = body["ticket"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ticket.providers.len(), 1, "the ticket names this node");
+    let (_, status) = d.get("/v1/status").await;
+    assert!(status["provided_keys"].as_u64().unwrap() >= 1);
+    d.daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_daemons_connect_find_providers_and_disconnect() {
+    let a = start().await;
+    let b = start().await;
+    let a_addr = a.get("/v1/status").await.1["listen_addrs"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a_id = a.daemon.node().net().local_peer_id().to_string();
+    let (status, body) = b
+        .post(
+            "/v1/connect",
+            json!({"addr": format!("{a_addr}/p2p/{a_id}")}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["peer_id"].as_str()),
+        (200, Some(a_id.as_str())),
+        "{body}"
+    );
+    let (status, body) = b
+        .post("/v1/connect", json!({"addr": "not a multiaddr"}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+
+    let file = a._dir.path().join("shared.bin");
+    std::fs::write(&file, vec![7u8; 100_000]).unwrap();
+    let id = a.post("/v1/add", json!({"path": file})).await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut found = Vec::new();
+    for _ in 0..20 {
+        let (status, body) = b.get(&format!("/v1/providers/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        found = body.as_array().unwrap().clone();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        found.iter().any(|p| p["peer_id"] == a_id.as_str()),
+        "{found:?}"
+    );
+    let (status, _) = b.get("/v1/providers/xyz").await;
+    assert_eq!(status, 400);
+
+    let (_, peers) = b.get("/v1/peers").await;
+    let peer = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == a_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(peer["connections"][0]["direction"], "outbound");
+    assert_eq!(peer["connections"][0]["transport"], "tcp");
+    let (status, _) = b.post("/v1/disconnect", json!({"peer_id": a_id})).await;
+    assert_eq!(status, 204);
+    let (status, _) = b.post("/v1/disconnect", json!({"peer_id": "nope"})).await;
+    assert_eq!(status, 400);
+
+    let home = b.daemon.node().home().clone();
+    let api = b.daemon.api_addr();
+    b.daemon.shutdown().await;
+    assert_eq!(
+        spore_node::ApiEndpoint::read(&home),
+        None,
+        "the endpoint file is withdrawn"
+    );
+    assert!(
+        std::net::TcpStream::connect(api).is_err(),
+        "the API is closed"
+    );
+    a.daemon.shutdown().await;
+}
