@@ -317,3 +317,23 @@ async fn two_daemons_connect_find_providers_and_disconnect() {
     );
     a.daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_leaves_no_task_behind() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let d = start().await;
+    assert_eq!(d.get("/v1/status").await.0, 200);
+    assert_eq!(d.get("/v1/peers").await.0, 200);
+    assert!(metrics.num_alive_tasks() > before);
+    d.daemon.shutdown().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while metrics.num_alive_tasks() > before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        before,
+        "every task of the node and its API has ended"
+    );
+}
