@@ -1,0 +1,12 @@
+//! Transfer logic as pure state machines: no I/O, no clock of its own (`now`
+//! is always an argument), so every decision can be tested exhaustively and
+//! simulated at scale. The node drives these over real streams.
+//!
+//! - `wire`: frames of the `/spore/blob/1` protocol, encoded and decoded with
+//!   strict size limits (spec: `docs/protocol.md`).
+//! - `scheduler`: which chunk groups to ask which peer for, and when.
+//! - `choker`: which peers may download from us, and how fast.
+
+pub mod choker;
+pub mod scheduler;
+pub mod wire;
