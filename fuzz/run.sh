@@ -12,7 +12,14 @@ cd "$(dirname "$0")"
 seconds="${1:-30}"
 # Debug assertions on: overflow checks catch arithmetic bugs that a release
 # build would hide.
-fuzz=(cargo +nightly fuzz)
+# Nightly when installed; otherwise stable, which accepts the sanitizer flags
+# cargo-fuzz passes once RUSTC_BOOTSTRAP is set (CI machines have only stable).
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    fuzz=(cargo +nightly fuzz)
+else
+    export RUSTC_BOOTSTRAP=1
+    fuzz=(cargo fuzz)
+fi
 flags=(--debug-assertions)
 
 "${fuzz[@]}" build "${flags[@]}"
