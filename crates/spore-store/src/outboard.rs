@@ -96,15 +96,22 @@ pub fn compute_slice(data: &[u8], progress: &(dyn Fn(u64) + Sync)) -> io::Result
         progress(size);
         return Ok((Hash::of(data), Vec::new()));
     }
-    let per_segment: Vec<Vec<blake3::Hash>> = data
-        .par_chunks(SEGMENT as usize)
+    // Large tasks, and chaining values written in place: the per-task cost
+    // stays far below the hashing itself.
+    const GROUPS_PER_TASK: usize = 256;
+    let group = GROUP_SIZE as usize;
+    let mut cvs = vec![blake3::Hash::from_bytes([0; 32]); data.len().div_ceil(group)];
+    cvs.par_chunks_mut(GROUPS_PER_TASK)
+        .zip(data.par_chunks(GROUPS_PER_TASK * group))
         .enumerate()
-        .map(|(segment, bytes)| {
+        .for_each(|(task, (out, bytes))| {
+            let start = (task * GROUPS_PER_TASK * group) as u64;
+            for (i, (cv, chunk)) in out.iter_mut().zip(bytes.chunks(group)).enumerate() {
+                *cv = group_cv(start + (i * group) as u64, chunk);
+            }
             progress(bytes.len() as u64);
-            segment_cvs(segment as u64 * SEGMENT, bytes)
-        })
-        .collect();
-    finish(size, per_segment)
+        });
+    finish(size, vec![cvs])
 }
 
 fn segment_cvs(start: u64, bytes: &[u8]) -> Vec<blake3::Hash> {

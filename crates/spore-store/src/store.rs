@@ -412,16 +412,38 @@ impl Store {
         }
     }
 
-    /// Reads a verified range; a verification failure marks the entry broken.
+    /// Reads `range` of a blob, verified, into `out`. An outboard is derived
+    /// data: if it turns out damaged (a crash before it reached the disk, a
+    /// flipped bit) while the data is intact, it is rebuilt and the read goes
+    /// on where it stopped. Damaged data marks the entry broken.
     pub fn read_range(
         &self,
         hash: &Hash,
         range: std::ops::Range<u64>,
         out: &mut impl std::io::Write,
     ) -> Result<u64, StoreError> {
-        let blob = self.blob(hash)?;
-        blob.read_into(range, out)
-            .map_err(|e| self.broken_on_corruption(hash, e))
+        let mut blob = self.blob(hash)?;
+        let mut done = 0u64;
+        let mut rebuilt = false;
+        loop {
+            let result = blob.read_with(range.start + done..range.end, |_, bytes| {
+                done += bytes.len() as u64;
+                out.write_all(bytes)
+            });
+            match result {
+                Ok(()) => return Ok(done),
+                Err(StoreError::Corrupt {
+                    source: crate::verify::VerifyError::Outboard { .. },
+                    ..
+                }) if !rebuilt && blob.is_complete() => {
+                    tracing::warn!(%hash, "outboard damaged; rebuilding it from the data");
+                    rebuilt = true;
+                    self.verify(hash)?;
+                    blob = self.blob(hash)?;
+                }
+                Err(e) => return Err(self.broken_on_corruption(hash, e)),
+            }
+        }
     }
 
     fn broken_on_corruption(&self, hash: &Hash, e: StoreError) -> StoreError {
@@ -441,9 +463,8 @@ impl Store {
         if blob.kind() != ContentKind::Collection {
             return Err(StoreError::NotACollection(*hash));
         }
-        let bytes = blob
-            .read_all()
-            .map_err(|e| self.broken_on_corruption(hash, e))?;
+        let mut bytes = Vec::with_capacity(blob.size() as usize);
+        self.read_range(hash, 0..blob.size(), &mut bytes)?;
         Collection::decode(&bytes).map_err(|source| StoreError::Collection {
             hash: *hash,
             source,
@@ -563,9 +584,7 @@ impl Store {
             .map_err(StoreError::io(format!("writing in {}", parent.display())))?;
         let written = {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-            let written = blob
-                .read_into(0..blob.size(), &mut out)
-                .map_err(|e| self.broken_on_corruption(hash, e))?;
+            let written = self.read_range(hash, 0..blob.size(), &mut out)?;
             std::io::Write::flush(&mut out)
                 .map_err(StoreError::io(format!("writing {}", dest.display())))?;
             written

@@ -373,7 +373,7 @@ fn flipped_bytes_on_disk_are_detected_and_outboard_damage_repaired() {
         f.read_exact_at(&mut b, at).unwrap();
         f.write_all_at(&[b[0] ^ 1], at).unwrap();
     };
-    // outboard damage: reads fail, verify rewrites it from the intact data
+    // outboard damage: a raw blob read refuses, verify rewrites it from the intact data
     flip(&shard.join(format!("{hex}.obao")), 100);
     assert!(store.blob(&added.hash).unwrap().read_all().is_err());
     assert_eq!(
@@ -385,6 +385,20 @@ fn flipped_bytes_on_disk_are_detected_and_outboard_damage_repaired() {
         store.verify(&added.hash).unwrap(),
         Verified::Intact { bytes: 500_000 }
     );
+    // and the store's own reads heal it on the way, continuing where they stopped
+    for at in [100, 1_500] {
+        flip(&shard.join(format!("{hex}.obao")), at);
+        let mut out = Vec::new();
+        assert_eq!(
+            store.read_range(&added.hash, 1..500_000, &mut out).unwrap(),
+            499_999
+        );
+        assert_eq!(out, &bytes[1..]);
+        assert_eq!(
+            store.verify(&added.hash).unwrap(),
+            Verified::Intact { bytes: 500_000 }
+        );
+    }
     // data damage: the entry is marked broken and stays so
     flip(&shard.join(format!("{hex}.data")), 123_456);
     assert!(

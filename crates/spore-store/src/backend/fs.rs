@@ -132,17 +132,23 @@ impl FsBackend {
         }
     }
 
-    /// Writes `bytes` durably to a new file in `tmp/`.
-    fn write_aside(&self, bytes: &[u8]) -> Result<tempfile::NamedTempFile, StoreError> {
+    /// Writes `bytes` to a new file in `tmp/`, synced to disk when `durable`.
+    fn write_aside(
+        &self,
+        bytes: &[u8],
+        durable: bool,
+    ) -> Result<tempfile::NamedTempFile, StoreError> {
         let mut staged = tempfile::NamedTempFile::new_in(self.dir.join("tmp"))
             .map_err(StoreError::io("creating a file in the store"))?;
         staged
             .write_all(bytes)
             .map_err(StoreError::io("writing to the store"))?;
-        staged
-            .as_file()
-            .sync_data()
-            .map_err(StoreError::io("writing to the store"))?;
+        if durable {
+            staged
+                .as_file()
+                .sync_data()
+                .map_err(StoreError::io("writing to the store"))?;
+        }
         Ok(staged)
     }
 
@@ -318,7 +324,7 @@ impl Backend for FsBackend {
     }
 
     fn stage_bytes(&self, bytes: &[u8]) -> Result<Staged, StoreError> {
-        let (file, path) = self.write_aside(bytes)?.into_parts();
+        let (file, path) = self.write_aside(bytes, true)?.into_parts();
         Ok(Staged {
             storage: Storage::File(Arc::new(file)),
             file: Some(path),
@@ -335,7 +341,9 @@ impl Backend for FsBackend {
     }
 
     fn write_outboard(&self, hash: &Hash, outboard: &[u8]) -> Result<(), StoreError> {
-        let staged = self.write_aside(outboard)?.into_temp_path();
+        // Not synced: a complete blob's outboard is derived from its data, and
+        // the store rebuilds one that a crash left damaged (Store::read_range).
+        let staged = self.write_aside(outboard, false)?.into_temp_path();
         self.install(staged, &self.path(hash, Part::Outboard))
     }
 }
