@@ -38,7 +38,7 @@ pub fn view<D>(hash: Hash, size: u64, data: D) -> PostOrderOutboard<D> {
 
 /// Chaining value of one chunk group starting at byte `offset` of a blob that
 /// has more than one group.
-fn group_cv(offset: u64, bytes: &[u8]) -> blake3::Hash {
+pub(crate) fn group_cv(offset: u64, bytes: &[u8]) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.set_input_offset(offset);
     hasher.update(bytes);
@@ -46,7 +46,7 @@ fn group_cv(offset: u64, bytes: &[u8]) -> blake3::Hash {
     blake3::Hash::from(cv)
 }
 
-fn parent_cv(left: &blake3::Hash, right: &blake3::Hash, is_root: bool) -> blake3::Hash {
+pub(crate) fn parent_cv(left: &blake3::Hash, right: &blake3::Hash, is_root: bool) -> blake3::Hash {
     if is_root {
         merge_subtrees_root(left.as_bytes(), right.as_bytes(), Mode::Hash)
     } else {

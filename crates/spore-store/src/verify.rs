@@ -5,11 +5,10 @@
 use std::ops::Range;
 
 use bao_tree::{ChunkNum, ChunkRanges, io::sync::Outboard, iter::BaoChunk};
-use blake3::hazmat::{
-    ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
-};
 use positioned_io::ReadAt;
 use spore_core::GROUP_SIZE;
+
+use crate::outboard::{group_cv, parent_cv};
 
 /// What went wrong while reading verified bytes.
 #[derive(Debug, thiserror::Error)]
@@ -29,30 +28,6 @@ pub fn group_aligned_chunks(bytes: Range<u64>) -> ChunkRanges {
     let start = bytes.start / GROUP_SIZE * (GROUP_SIZE / 1024);
     let end = bytes.end.div_ceil(GROUP_SIZE) * (GROUP_SIZE / 1024);
     ChunkRanges::from(ChunkNum(start)..ChunkNum(end))
-}
-
-fn subtree_cv(start_chunk: u64, data: &[u8], is_root: bool) -> blake3::Hash {
-    if is_root {
-        blake3::hash(data)
-    } else {
-        let mut hasher = blake3::Hasher::new();
-        hasher.set_input_offset(start_chunk * 1024);
-        hasher.update(data);
-        let cv: ChainingValue = hasher.finalize_non_root();
-        blake3::Hash::from(cv)
-    }
-}
-
-fn parent_cv(l: &blake3::Hash, r: &blake3::Hash, is_root: bool) -> blake3::Hash {
-    if is_root {
-        merge_subtrees_root(l.as_bytes(), r.as_bytes(), Mode::Hash)
-    } else {
-        blake3::Hash::from(merge_subtrees_non_root(
-            l.as_bytes(),
-            r.as_bytes(),
-            Mode::Hash,
-        ))
-    }
 }
 
 /// Reads `range` of a blob, calling `sink(offset, bytes)` with verified bytes
@@ -104,7 +79,12 @@ pub fn read_verified(
                 let offset = start_chunk.to_bytes();
                 let group = &mut buf[..size];
                 data.read_exact_at(offset, group)?;
-                if stack.pop() != Some(subtree_cv(start_chunk.0, group, is_root)) {
+                let actual = if is_root {
+                    blake3::hash(group)
+                } else {
+                    group_cv(offset, group)
+                };
+                if stack.pop() != Some(actual) {
                     return Err(VerifyError::Data { offset });
                 }
                 let from = range.start.max(offset);
