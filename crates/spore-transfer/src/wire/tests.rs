@@ -483,6 +483,35 @@ fn worked_example_in_the_spec() {
         id: 1,
         status: Status::Ok,
     }));
+    // Every frame as docs/protocol.md §2.10 prints it.
+    let doc = |msg: &Message, expected: &str| {
+        assert_eq!(
+            hex(&enc(msg)),
+            expected.replace(' ', "").replace("H", &hash.to_hex())
+        );
+    };
+    doc(&hello, "01 23 01 H 40 00");
+    doc(
+        &Message::Hello(Hello {
+            version: 1,
+            hash,
+            max_in_flight: 256,
+            capabilities: 0,
+        }),
+        "01 24 01 H 8002 00",
+    );
+    doc(&Message::HaveAll { hash, size: 40_000 }, "10 23 H c0b802");
+    doc(&Message::DontHave { hash }, "13 20 H");
+    doc(&Message::Interested, "20 00");
+    doc(&Message::Unchoke, "23 00");
+    doc(&request, "30 23 01 H 02 01");
+    assert_eq!(
+        hex(&payload[..64]),
+        "1e03bf3657c5076623059f21d92f2ec634dd276b07e3760625c73416f343d857\
+         083663d9bddc14d40cc2f3869e01c5bebde7632dfea165eda38af01d93d5045b"
+            .replace(' ', "")
+    );
+    assert_eq!(&payload[64..], &data[32_768..]);
     println!("hash {hash}");
     println!("hello {}", hex(&enc(&hello)));
     println!(
