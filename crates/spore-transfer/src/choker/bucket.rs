@@ -75,7 +75,10 @@ impl TokenBucket {
         if self.tokens >= need {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(((need - self.tokens) / rate).min(1e9))
+            // Rounded up to whole microseconds, so that waiting exactly this
+            // long is always enough.
+            let micros = ((need - self.tokens) / rate * 1e6).ceil().min(1e15);
+            Duration::from_micros(micros as u64)
         }
     }
 

@@ -963,16 +963,13 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
 
     /// Estimated seconds for a peer to deliver `groups` more groups after its
     /// current queue.
-    fn eta(&self, p: &Peer<P>, ahead: u64, measured_only: bool) -> Option<f64> {
-        let rate = match p.rate.rate() {
-            Some(r) => r,
-            None if measured_only => return None,
-            None => self.config.initial_rate,
-        };
+    /// Unmeasured peers are assumed to run at [`SchedulerConfig::initial_rate`].
+    fn eta(&self, p: &Peer<P>, ahead: u64) -> f64 {
+        let rate = p.rate.rate().unwrap_or(self.config.initial_rate);
         if rate <= 0.0 {
-            return Some(f64::INFINITY);
+            return f64::INFINITY;
         }
-        Some((ahead * GROUP_SIZE) as f64 / rate)
+        (ahead * GROUP_SIZE) as f64 / rate
     }
 
     /// When the peer has nothing open to fetch: take over a request queued at
@@ -1019,10 +1016,8 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
                 {
                     continue;
                 }
-                let Some(eta_q) = self.eta(q, ahead, false) else {
-                    continue;
-                };
-                let eta_p = self.eta(thief, thief.pending + r.remaining.min(max_len), true)?;
+                let eta_q = self.eta(q, ahead);
+                let eta_p = self.eta(thief, thief.pending + r.remaining.min(max_len));
                 if eta_q <= self.config.steal_factor * (eta_p + base) {
                     continue;
                 }
@@ -1205,13 +1200,14 @@ fn add_rtt<P>(p: &mut Peer<P>, sample: Duration) {
 }
 
 fn peer_timeout<P>(c: &SchedulerConfig, p: &Peer<P>) -> Duration {
-    match (p.srtt, p.rate.rate()) {
-        (Some(rtt), Some(rate)) if rate > 0.0 => {
-            let group = Duration::from_secs_f64((GROUP_SIZE as f64 / rate).min(3600.0));
-            (rtt * 4 + group * 8).clamp(c.min_timeout, c.max_timeout.max(c.min_timeout))
-        }
-        _ => c.initial_timeout,
-    }
+    let Some(rtt) = p.srtt else {
+        return c.initial_timeout;
+    };
+    let group = match p.rate.rate() {
+        Some(rate) if rate > 0.0 => Duration::from_secs_f64((GROUP_SIZE as f64 / rate).min(3600.0)),
+        _ => Duration::ZERO,
+    };
+    (rtt * 4 + group * 8).clamp(c.min_timeout, c.max_timeout.max(c.min_timeout))
 }
 
 #[cfg(test)]

@@ -38,9 +38,12 @@ impl RateEstimator {
         self.last = Some(now);
         if self.window_busy >= WINDOW {
             let sample = self.window_bytes as f64 / self.window_busy.as_secs_f64();
+            // A long window counts as that many windows.
+            let windows = self.window_busy.as_secs_f64() / WINDOW.as_secs_f64();
+            let keep = (1.0 - ALPHA).powf(windows);
             self.rate = Some(match self.rate {
                 None => sample,
-                Some(r) => r * (1.0 - ALPHA) + sample * ALPHA,
+                Some(r) => r * keep + sample * (1.0 - keep),
             });
             self.window_bytes = 0;
             self.window_busy = Duration::ZERO;

@@ -1,1 +1,546 @@
+//! Unit tests of each scheduling rule on a virtual clock.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn groups_of(reqs: &[Request<u32>]) -> Vec<u64> {
+    reqs.iter().flat_map(|r| r.groups.clone()).collect()
+}
+
+fn config() -> SchedulerConfig {
+    SchedulerConfig {
+        random_first_pieces: 0,
+        ..SchedulerConfig::default()
+    }
+}
+
+fn sched(groups: u64, config: SchedulerConfig, seed: u64) -> Scheduler<u32> {
+    let size = groups * GROUP_SIZE;
+    Scheduler::new(size, Bitfield::new(groups), config, seed).unwrap()
+}
+
+fn seed_peer(s: &mut Scheduler<u32>, peer: u32, now: Instant) {
+    s.add_peer(peer, now).unwrap();
+    s.on_bitfield(&peer, Bitfield::full(s.group_count()))
+        .unwrap();
+}
+
+/// (interval, next delivery, queue of (request, next group)) of a driven peer.
+type DrivenPeer = (Duration, Instant, Vec<(Request<u32>, u64)>);
+
+/// A tiny driver: each peer serves its requests in order, one group every
+/// `interval`, with no latency. Returns the finish time.
+struct Driver {
+    s: Scheduler<u32>,
+    now: Instant,
+    peers: BTreeMap<u32, DrivenPeer>,
+    cancels: Vec<Request<u32>>,
+}
+
+impl Driver {
+    fn new(s: Scheduler<u32>, now: Instant) -> Self {
+        Self {
+            s,
+            now,
+            peers: BTreeMap::new(),
+            cancels: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, peer: u32, interval: Duration) {
+        seed_peer(&mut self.s, peer, self.now);
+        self.peers
+            .insert(peer, (interval, self.now + interval, Vec::new()));
+    }
+
+    fn cancel(&mut self, r: &Request<u32>) {
+        if let Some(p) = self.peers.get_mut(&r.peer) {
+            p.2.retain(|(q, _)| q.id != r.id);
+        }
+        self.cancels.push(r.clone());
+    }
+
+    fn refill(&mut self) {
+        let ids: Vec<u32> = self.peers.keys().copied().collect();
+        for id in ids {
+            let a = self.s.requests_for(&id, self.now);
+            for c in &a.cancels {
+                self.cancel(c);
+            }
+            let p = self.peers.get_mut(&id).unwrap();
+            if p.2.is_empty() {
+                p.1 = self.now + p.0;
+            }
+            for r in a.requests {
+                let start = r.groups.start;
+                p.2.push((r, start));
+            }
+        }
+        self.s.check_invariants().unwrap();
+    }
+
+    /// One delivery; false when nothing is outstanding.
+    fn step(&mut self) -> bool {
+        let next = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.2.is_empty())
+            .min_by_key(|(id, p)| (p.1, **id))
+            .map(|(id, p)| (*id, p.1));
+        let Some((id, at)) = next else { return false };
+        self.now = at;
+        let p = self.peers.get_mut(&id).unwrap();
+        let (req, g) = &mut p.2[0];
+        let group = *g;
+        *g += 1;
+        if *g == req.groups.end {
+            p.2.remove(0);
+        }
+        p.1 = at + p.0;
+        for c in self.s.on_group_verified(&id, group, at) {
+            self.cancel(&c);
+        }
+        true
+    }
+
+    fn run(&mut self) -> Instant {
+        self.refill();
+        while !self.s.is_complete() {
+            if !self.step() {
+                self.refill();
+                assert!(self.step(), "stuck with nothing outstanding");
+            }
+            self.refill();
+        }
+        self.now
+    }
+}
+
+#[test]
+fn piece_size_adapts_to_blob_size() {
+    assert_eq!(piece_groups_for(1), 1);
+    assert_eq!(piece_groups_for(64), 4); // 1 MiB blob: 16 pieces of 64 KiB
+    assert_eq!(piece_groups_for(65_536), 64); // 1 GiB: 1 MiB pieces
+    assert_eq!(piece_groups_for(1 << 20), 64); // 16 GiB: still 1 MiB
+    assert_eq!(piece_groups_for(100 << 16), 512); // 100 GiB: 8 MiB pieces
+}
+
+#[test]
+fn random_pieces_first() {
+    let mut firsts = BTreeSet::new();
+    for seed in 0..20 {
+        let cfg = SchedulerConfig {
+            piece_groups: Some(4),
+            ..SchedulerConfig::default()
+        };
+        let mut s = sched(256, cfg, seed);
+        let t0 = Instant::now();
+        seed_peer(&mut s, 1, t0);
+        let a = s.requests_for(&1, t0);
+        // The whole first batch stays in one random piece before moving on.
+        firsts.insert(a.requests[0].groups.start / 4);
+    }
+    assert!(firsts.len() > 10, "first pieces not random: {firsts:?}");
+}
+
+#[test]
+fn rarest_first_after_random_phase() {
+    let cfg = SchedulerConfig {
+        piece_groups: Some(4),
+        min_queue_bytes: 8 * GROUP_SIZE,
+        ..config()
+    };
+    let mut s = sched(64, cfg, 1);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    s.add_peer(2, t0).unwrap();
+    let mut half = Bitfield::new(64);
+    half.set_range(0..32);
+    s.on_bitfield(&2, half).unwrap();
+    let a = s.requests_for(&1, t0);
+    assert_eq!(groups_of(&a.requests).len(), 8);
+    assert!(
+        groups_of(&a.requests).iter().all(|&g| g >= 32),
+        "took common groups first: {:?}",
+        a.requests
+    );
+}
+
+#[test]
+fn never_asks_a_peer_for_what_it_lacks() {
+    let mut s = sched(200, config(), 3);
+    let t0 = Instant::now();
+    s.add_peer(1, t0).unwrap();
+    let mut has = Bitfield::new(200);
+    for g in (0..200).filter(|g| g % 3 == 0) {
+        has.set(g);
+    }
+    s.on_bitfield(&1, has.clone()).unwrap();
+    let a = s.requests_for(&1, t0);
+    assert!(!a.requests.is_empty());
+    assert!(groups_of(&a.requests).iter().all(|&g| has.get(g)));
+    // A have-update makes more available.
+    s.on_have(&1, 1..2).unwrap();
+    assert!(s.is_interested(&1));
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn queue_depth_tracks_rate() {
+    for rate_mb in [1u64, 4] {
+        let interval = Duration::from_secs_f64(GROUP_SIZE as f64 / (rate_mb * 1_000_000) as f64);
+        let mut d = Driver::new(sched(8192, config(), 5), Instant::now());
+        d.add(1, interval);
+        d.refill();
+        let t0 = d.now;
+        while d.now < t0 + Duration::from_secs(4) {
+            d.step();
+            d.refill();
+        }
+        let rate = d.s.peer_rate(&1).unwrap();
+        let target = d.s.queue_target_bytes(&1) as f64;
+        let queued = (d.s.pending_groups(&1) * GROUP_SIZE) as f64;
+        let want = (rate_mb * 3_000_000) as f64;
+        assert!(
+            (rate / (rate_mb * 1_000_000) as f64 - 1.0).abs() < 0.1,
+            "rate {rate}"
+        );
+        assert!(
+            (target / want - 1.0).abs() < 0.15,
+            "target {target} want {want}"
+        );
+        assert!(queued >= target * 0.9 && queued <= target + 65.0 * GROUP_SIZE as f64);
+    }
+}
+
+#[test]
+fn endgame_duplicates_the_tail_and_cancels_the_loser() {
+    let cfg = SchedulerConfig {
+        piece_groups: Some(16),
+        min_queue_bytes: 16 * GROUP_SIZE,
+        initial_rate: 10e6,
+        ..config()
+    };
+    let mut s = sched(16, cfg, 7);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    let a = s.requests_for(&1, t0);
+    assert_eq!(groups_of(&a.requests), (0..16).collect::<Vec<_>>());
+    // Peer 1 is slow: a group every 100 ms.
+    for g in 0..3 {
+        s.on_group_verified(&1, g, t0 + MS * 100 * (g as u32 + 1));
+    }
+    let now = t0 + MS * 300;
+    assert!(s.peer_rate(&1).unwrap() < 200_000.0);
+    seed_peer(&mut s, 2, now);
+    let b = s.requests_for(&2, now);
+    assert!(b.cancels.is_empty(), "the head request is not stolen");
+    assert_eq!(s.stats().endgame_requests, 1);
+    let dup = groups_of(&b.requests);
+    assert_eq!(dup, (3..16).collect::<Vec<_>>(), "duplicates the tail");
+    s.check_invariants().unwrap();
+    let mut cancels = Vec::new();
+    for g in 3..16 {
+        cancels.extend(s.on_group_verified(&2, g, now + MS * g as u32));
+    }
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].peer, 1);
+    assert_eq!(cancels[0].id, a.requests[0].id);
+    assert!(s.is_complete());
+    assert_eq!(s.stats().duplicate_groups, 0);
+    // A late group from the loser is counted as a duplicate.
+    s.on_group_verified(&1, 3, now + MS * 20);
+    assert_eq!(s.stats().duplicate_groups, 1);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn endgame_duplication_is_bounded() {
+    let cfg = SchedulerConfig {
+        piece_groups: Some(16),
+        min_queue_bytes: 16 * GROUP_SIZE,
+        initial_rate: 10e6,
+        ..config()
+    };
+    let mut s = sched(16, cfg, 7);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    s.requests_for(&1, t0);
+    for g in 0..3 {
+        s.on_group_verified(&1, g, t0 + MS * 100 * (g as u32 + 1));
+    }
+    let now = t0 + MS * 300;
+    for p in 2..6 {
+        seed_peer(&mut s, p, now);
+        s.requests_for(&p, now);
+    }
+    s.check_invariants().unwrap();
+    // max_duplicates = 1: peers 3..6 got nothing.
+    for p in 3..6 {
+        assert_eq!(s.pending_groups(&p), 0);
+    }
+}
+
+#[test]
+fn a_fast_peer_steals_queued_work_from_a_slow_one() {
+    let cfg = SchedulerConfig {
+        piece_groups: Some(8),
+        max_request_groups: 8,
+        min_queue_bytes: 32 * GROUP_SIZE,
+        initial_rate: 10e6,
+        ..config()
+    };
+    let mut s = sched(32, cfg, 9);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    let a = s.requests_for(&1, t0);
+    assert_eq!(a.requests.len(), 4);
+    for g in 0..3 {
+        s.on_group_verified(
+            &1,
+            a.requests[0].groups.start + g,
+            t0 + MS * 100 * (g as u32 + 1),
+        );
+    }
+    let now = t0 + MS * 300;
+    seed_peer(&mut s, 2, now);
+    let b = s.requests_for(&2, now);
+    let stolen: BTreeSet<RequestId> = b.cancels.iter().map(|c| c.id).collect();
+    let expected: BTreeSet<RequestId> = a.requests[1..].iter().map(|r| r.id).collect();
+    assert_eq!(stolen, expected, "the three queued requests move");
+    assert!(b.cancels.iter().all(|c| c.peer == 1));
+    let taken: BTreeSet<u64> = groups_of(&b.requests).into_iter().collect();
+    for r in &a.requests[1..] {
+        assert!(r.groups.clone().all(|g| taken.contains(&g)));
+    }
+    assert_eq!(s.outstanding(&1).len(), 1, "the request being served stays");
+    assert_eq!(s.stats().steals, 3);
+    assert_eq!(s.peer_stats(&1).unwrap().stolen_from, 3);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn equal_peers_share_evenly_without_duplicates() {
+    let cfg = SchedulerConfig {
+        piece_groups: Some(8),
+        ..config()
+    };
+    let mut d = Driver::new(sched(2048, cfg, 11), Instant::now());
+    let t0 = d.now;
+    for p in 1..=4 {
+        d.add(p, MS);
+    }
+    let end = d.run();
+    let st = d.s.stats().clone();
+    assert_eq!(st.duplicate_groups, 0, "{st:?}");
+    for p in 1..=4 {
+        let share = d.s.peer_stats(&p).unwrap().useful_groups;
+        assert!((460..=564).contains(&share), "peer {p}: {share} of 2048");
+    }
+    assert!(end - t0 < MS * 560, "took {:?}", end - t0);
+}
+
+#[test]
+fn slow_peer_does_not_hold_the_download_hostage() {
+    let cfg = SchedulerConfig {
+        piece_groups: Some(8),
+        ..config()
+    };
+    let mut d = Driver::new(sched(4096, cfg, 13), Instant::now());
+    let t0 = d.now;
+    d.add(1, MS); // 16 MB/s
+    d.add(2, MS * 50); // 0.3 MB/s
+    let end = d.run();
+    // Ideal: 4096 groups at 1.02 groups/ms ≈ 4.0 s.
+    let took = end - t0;
+    assert!(took < Duration::from_millis(4400), "took {took:?}");
+    assert!(d.s.stats().steals > 0);
+}
+
+#[test]
+fn adaptive_timeout_reassigns_a_stalled_peer() {
+    let mut s = sched(1024, config(), 15);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    s.requests_for(&1, t0);
+    s.on_rtt(&1, MS * 20);
+    let mut now = t0;
+    for i in 0..40u32 {
+        now = t0 + MS * 10 * (i + 1);
+        let g = s.outstanding(&1)[0].groups.start;
+        let g = (g..).find(|&g| !s.verified().get(g)).unwrap();
+        s.on_group_verified(&1, g, now);
+        s.requests_for(&1, now);
+    }
+    assert!(s.peer_rate(&1).is_some());
+    let p = s.poll(now + MS * 1999);
+    assert!(p.timed_out.is_empty());
+    assert_eq!(p.next_deadline, Some(now + Duration::from_secs(2)));
+    let p = s.poll(now + Duration::from_secs(2));
+    assert!(!p.timed_out.is_empty());
+    assert_eq!(s.pending_groups(&1), 0);
+    assert_eq!(s.peer_stats(&1).unwrap().timeouts, 1);
+    // Snubbed: one group at a time.
+    let again = s.requests_for(&1, now + Duration::from_secs(2));
+    assert_eq!(groups_of(&again.requests).len(), 1);
+    // Another peer takes the reassigned groups.
+    seed_peer(&mut s, 2, now);
+    let b = s.requests_for(&2, now + Duration::from_secs(2));
+    let freed: BTreeSet<u64> = groups_of(&p.timed_out).into_iter().collect();
+    assert!(groups_of(&b.requests).iter().any(|g| freed.contains(g)));
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn initial_timeout_applies_before_measurements() {
+    let mut s = sched(64, config(), 1);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    s.requests_for(&1, t0);
+    assert_eq!(s.poll(t0).next_deadline, Some(t0 + Duration::from_secs(10)));
+}
+
+#[test]
+fn ban_after_exactly_three_bad_groups_with_precise_blame() {
+    let mut s = sched(256, config(), 17);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    seed_peer(&mut s, 2, t0);
+    s.requests_for(&2, t0);
+    let mut bad = Vec::new();
+    for i in 0..3 {
+        s.requests_for(&1, t0);
+        let r = s.outstanding(&1)[0].clone();
+        let g = r.groups.start;
+        bad.push(g);
+        let out = s.on_bad_group(&1, g, t0 + MS * i as u32);
+        assert_eq!(out.bad_groups, i as u32 + 1);
+        assert_eq!(out.banned, i == 2, "banned after exactly 3");
+        assert!(out.cancels.iter().any(|c| c.id == r.id));
+        if i < 2 {
+            // Never asked for that group again.
+            let more = s.requests_for(&1, t0 + MS * i as u32);
+            assert!(!groups_of(&more.requests).contains(&g));
+            assert!(s.outstanding(&1).iter().all(|q| !q.groups.contains(&g)));
+        }
+        s.check_invariants().unwrap();
+    }
+    assert!(s.is_banned(&1));
+    assert_eq!(s.add_peer(1, t0), Err(PeerError::Banned));
+    assert_eq!(
+        s.peer_stats(&2).unwrap().bad_groups,
+        0,
+        "the honest peer is not blamed"
+    );
+    assert_eq!(s.stats().banned, 1);
+    // The liar's groups go to the honest peer.
+    let mut next = s.requests_for(&2, t0 + Duration::from_secs(1));
+    let mut got: Vec<u64> = groups_of(&next.requests);
+    got.extend(s.outstanding(&2).iter().flat_map(|r| r.groups.clone()));
+    next.requests.clear();
+    for g in bad {
+        assert!(got.contains(&g) || !s.verified().get(g));
+    }
+}
+
+#[test]
+fn resume_skips_verified_groups() {
+    let groups = 512;
+    let mut verified = Bitfield::new(groups);
+    for g in (0..groups).filter(|g| g % 2 == 0) {
+        verified.set(g);
+    }
+    let s = Scheduler::new(groups * GROUP_SIZE, verified.clone(), config(), 19).unwrap();
+    let mut d = Driver::new(s, Instant::now());
+    d.add(1, MS);
+    d.add(2, MS);
+    d.run();
+    let st = d.s.stats();
+    assert_eq!(st.useful_bytes, groups / 2 * GROUP_SIZE);
+    assert_eq!(st.duplicate_groups, 0);
+    assert!(Scheduler::<u32>::new(100, Bitfield::new(3), config(), 0).is_err());
+}
+
+#[test]
+fn streaming_window_first_in_order() {
+    let cfg = SchedulerConfig {
+        stream_window: 32 * GROUP_SIZE,
+        stream_readahead: 0,
+        max_request_groups: 8,
+        min_queue_bytes: 64 * GROUP_SIZE,
+        ..config()
+    };
+    let mut s = sched(1024, cfg, 21);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    assert!(s.set_playhead(Some(500 * GROUP_SIZE + 7), t0).is_empty());
+    let a = s.requests_for(&1, t0);
+    let first: Vec<u64> = groups_of(&a.requests).into_iter().take(32).collect();
+    assert_eq!(first, (500..532).collect::<Vec<_>>(), "window in order");
+    s.check_invariants().unwrap();
+    // A seek: requests queued outside the new window are cancelled.
+    let cancels = s.set_playhead(Some(100 * GROUP_SIZE), t0 + MS);
+    assert!(!cancels.is_empty());
+    assert!(
+        cancels
+            .iter()
+            .all(|c| c.groups.end <= 100 || c.groups.start >= 132)
+    );
+    assert_eq!(s.outstanding(&1).len(), 1, "the request being served stays");
+    let a = s.requests_for(&1, t0 + MS);
+    assert_eq!(a.requests[0].groups.start, 100);
+    s.check_invariants().unwrap();
+    // Back to normal.
+    assert!(s.set_playhead(None, t0 + MS).is_empty());
+}
+
+#[test]
+fn request_failure_and_peer_leaving_reassign() {
+    let mut s = sched(128, config(), 23);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    let a = s.requests_for(&1, t0);
+    assert!(s.on_request_failed(&1, a.requests[0].id, t0));
+    assert!(!s.on_request_failed(&1, a.requests[0].id, t0));
+    s.check_invariants().unwrap();
+    seed_peer(&mut s, 2, t0);
+    let b = s.requests_for(&2, t0);
+    assert!(groups_of(&b.requests).contains(&a.requests[0].groups.start));
+    let stats = s.remove_peer(&2, t0).unwrap();
+    assert_eq!(stats.requests, b.requests.len() as u64);
+    s.check_invariants().unwrap();
+    let again = s.requests_for(&1, t0);
+    assert!(groups_of(&again.requests).contains(&a.requests[0].groups.start));
+}
+
+#[test]
+fn peer_table_is_bounded() {
+    let cfg = SchedulerConfig {
+        max_peers: 2,
+        ..config()
+    };
+    let mut s = sched(8, cfg, 0);
+    let t0 = Instant::now();
+    s.add_peer(1, t0).unwrap();
+    s.add_peer(2, t0).unwrap();
+    assert_eq!(s.add_peer(3, t0), Err(PeerError::Full(2)));
+    assert_eq!(s.add_peer(2, t0), Err(PeerError::AlreadyAdded));
+    assert!(matches!(
+        s.on_bitfield(&1, Bitfield::new(9)),
+        Err(PeerError::WrongLength { .. })
+    ));
+}
+
+#[test]
+fn empty_and_tiny_blobs_complete() {
+    for size in [0u64, 1, GROUP_SIZE, GROUP_SIZE + 1] {
+        let s = Scheduler::new(size, Bitfield::new(group_count(size)), config(), 0).unwrap();
+        let mut d = Driver::new(s, Instant::now());
+        d.add(1, MS);
+        d.run();
+        assert_eq!(d.s.stats().useful_bytes, size);
+    }
+}
