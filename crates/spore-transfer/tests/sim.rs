@@ -217,7 +217,10 @@ impl Sim {
                     let p = &mut self.peers[i];
                     p.serving = false;
                     p.served += 1;
-                    let bad = p.spec.liar_every.is_some_and(|n| p.served % n == 0);
+                    let bad = p
+                        .spec
+                        .liar_every
+                        .is_some_and(|n| p.served.is_multiple_of(n));
                     if let Some(front) = p.queue.front_mut()
                         && front.1 == g
                     {
