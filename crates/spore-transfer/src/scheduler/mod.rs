@@ -561,21 +561,30 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
     /// Streaming: the reader is at `offset` (bytes); the window after it is
     /// fetched first, in order. `None` returns to rarest first.
     ///
-    /// When the group at the playhead is neither verified nor requested (a
-    /// seek), the queued requests that do not touch the new window (all but
-    /// the one each peer is serving) are dropped and returned: cancel them,
-    /// so the window is not stuck behind seconds of queue.
+    /// On a seek (the playhead jumps outside the previous window) whose
+    /// first missing group is not being served right now, the queued
+    /// requests that do not touch the new window (all but the one each peer
+    /// is serving) are dropped and returned: cancel them, so the window is
+    /// not stuck behind seconds of queue. Their groups are fetched again later.
     pub fn set_playhead(&mut self, offset: Option<u64>, now: Instant) -> Vec<Request<P>> {
+        let old = self.window();
         self.playhead = offset.map(|o| o.min(self.size));
         let mut cancels = Vec::new();
         let Some(window) = self.window() else {
             return cancels;
         };
-        let first_missing = window.clone().find(|&g| !self.verified.get(g));
-        let Some(first) = first_missing else {
+        if old.is_some_and(|w| w.contains(&window.start)) {
+            return cancels;
+        }
+        let Some(first) = window.clone().find(|&g| !self.verified.get(g)) else {
             return cancels;
         };
-        if self.inflight[first as usize] > 0 {
+        let serving = self
+            .peers
+            .iter()
+            .flatten()
+            .any(|p| p.queue.front().is_some_and(|r| r.groups.contains(&first)));
+        if serving {
             return cancels;
         }
         for slot in 0..self.peers.len() {
