@@ -46,10 +46,16 @@
 //! against the peer. Unknown frame types (other than `0x00`) are decoded as
 //! [`Message::Unknown`] and must be ignored: that is how the protocol grows
 //! without a new protocol id.
+//!
+//! Rules that span frames (handshake first, requests in flight, one payload
+//! at a time and its exact length) are checked by [`Session`], which the
+//! caller feeds every frame it sends and receives; a [`Violation`] ends the
+//! session like a decode error, with `ErrorCode::ProtocolViolation`.
 
 mod bao;
 mod codec;
 mod have;
+mod session;
 #[cfg(test)]
 mod tests;
 
@@ -61,6 +67,7 @@ use spore_core::Hash;
 pub use bao::{encoded_len, group_chunks, max_encoded_len};
 pub use codec::{DataWriter, Decoder, decode, encode, encode_data_header};
 pub use have::have_messages;
+pub use session::{Receiving, Session, Violation};
 
 /// The libp2p protocol id.
 pub const PROTOCOL: &str = "/spore/blob/1";

@@ -826,3 +826,158 @@ proptest! {
         }
     }
 }
+
+// ---- session rules ----
+
+fn established(max: u32) -> (Session, Session) {
+    let mut a = Session::new(h(5), max);
+    let mut b = Session::new(h(5), max);
+    let ha = a.hello();
+    let hb = b.hello();
+    b.receive(&ha).expect("hello");
+    a.receive(&hb).expect("hello");
+    (a, b)
+}
+
+#[test]
+fn session_runs_a_request_and_its_payload() {
+    let size = 100_000;
+    let (mut a, mut b) = established(2);
+    let req = a.request(1, h(5), 1..4, size).expect("room");
+    b.receive(&req).expect("request");
+    let ok = Message::Response {
+        id: 1,
+        status: Status::Ok,
+    };
+    b.send(&ok).expect("answer");
+    a.receive(&ok).expect("answer");
+    let len = encoded_len(size, 1..4).expect("in range") as usize;
+    for piece in [len - 100, 100] {
+        let data = Message::Data {
+            id: 1,
+            data: Bytes::from(vec![0; piece]),
+        };
+        b.send(&data).expect("data");
+        a.receive(&data).expect("data");
+    }
+    assert_eq!(
+        a.receiving(),
+        Some(Receiving {
+            id: 1,
+            remaining: 0
+        })
+    );
+    let end = Message::End {
+        id: 1,
+        status: Status::Ok,
+    };
+    b.send(&end).expect("end");
+    a.receive(&end).expect("end");
+    assert_eq!(a.in_flight().count(), 0);
+    assert_eq!(b.peer_in_flight(), 0);
+    assert_eq!(a.request_budget(), 2);
+}
+
+#[test]
+fn session_catches_broken_rules() {
+    let v = |r: Result<(), Violation>| r.expect_err("a violation").0;
+    // Handshake.
+    let mut s = Session::new(h(5), 4);
+    assert_eq!(
+        v(s.receive(&Message::Interested)),
+        "first frame is not Hello"
+    );
+    let mut s = Session::new(h(5), 4);
+    let other = Session::new(h(6), 4).hello();
+    assert_eq!(v(s.receive(&other)), "Hello for another hash");
+    let mut s = Session::new(h(5), 4);
+    assert!(s.request(1, h(5), 0..1, 10).is_err());
+    assert_eq!(v(s.send(&Message::Interested)), "frame before our Hello");
+
+    // Requests in flight.
+    let (mut a, mut b) = established(2);
+    let r1 = a.request(1, h(5), 0..1, 100_000).expect("room");
+    assert!(a.request(1, h(5), 1..2, 100_000).is_err(), "id in flight");
+    let r2 = a.request(2, h(5), 1..2, 100_000).expect("room");
+    assert!(a.request(3, h(5), 2..3, 100_000).is_err(), "budget");
+    assert!(a.request(4, h(5), 7..8, 100_000).is_err(), "past the end");
+    b.receive(&r1).expect("first");
+    assert_eq!(v(b.receive(&r1)), "request id already in flight");
+    b.receive(&r2).expect("second");
+    let r3 = Message::Request(Request {
+        id: 3,
+        hash: h(5),
+        groups: 0..1,
+    });
+    assert_eq!(
+        v(b.receive(&r3)),
+        "more requests in flight than our max_in_flight"
+    );
+
+    // Payloads: one at a time, exact length, only for requests in flight.
+    let ok = |id| Message::Response {
+        id,
+        status: Status::Ok,
+    };
+    assert_eq!(v(a.receive(&ok(9))), "response to a request not in flight");
+    a.receive(&ok(1)).expect("ok");
+    assert_eq!(
+        v(a.receive(&ok(2))),
+        "Ok response while another payload is open"
+    );
+    a.receive(&Message::Response {
+        id: 2,
+        status: Status::Busy,
+    })
+    .expect("a final answer may interleave");
+    let data = |id, n| Message::Data {
+        id,
+        data: Bytes::from(vec![0; n]),
+    };
+    assert_eq!(v(a.receive(&data(2, 1))), "data outside its response");
+    assert_eq!(
+        v(a.receive(&data(
+            1,
+            encoded_len(100_000, 0..1).expect("in range") as usize + 1
+        ))),
+        "more payload than the request's encoded_len"
+    );
+    a.receive(&data(1, 10)).expect("data");
+    assert_eq!(
+        v(a.receive(&Message::End {
+            id: 1,
+            status: Status::Ok
+        })),
+        "End Ok before the whole payload"
+    );
+    a.receive(&Message::End {
+        id: 1,
+        status: Status::Internal,
+    })
+    .expect("an abandoned payload");
+    assert_eq!(a.in_flight().count(), 0);
+
+    // The answering side.
+    b.send(&ok(1)).expect("ok");
+    assert_eq!(v(b.send(&ok(1))), "second response to one request");
+    assert_eq!(
+        v(b.send(&ok(2))),
+        "Ok response while another payload is open"
+    );
+    assert_eq!(v(b.send(&data(2, 1))), "data outside its response");
+    b.send(&Message::End {
+        id: 1,
+        status: Status::Ok,
+    })
+    .expect("end");
+    assert_eq!(v(b.send(&ok(1))), "response to a request not in flight");
+
+    // After Error, nothing more.
+    a.receive(&Message::Error {
+        code: ErrorCode::Goodbye,
+        message: String::new(),
+    })
+    .expect("error");
+    assert!(a.peer_closed());
+    assert_eq!(v(a.receive(&Message::Interested)), "frame after Error");
+}
