@@ -23,6 +23,8 @@ pub struct NodeConfig {
     pub api: ApiConfig,
     /// How often every complete blob is announced again in the DHT.
     pub reprovide_interval_secs: u64,
+    /// Uploads and downloads: rate limits, slots, sources.
+    pub transfer: crate::transfer::TransferConfig,
 }
 
 /// The local control API.
@@ -47,6 +49,7 @@ impl Default for NodeConfig {
             net: NetConfig::default(),
             api: ApiConfig::default(),
             reprovide_interval_secs: 6 * 3600,
+            transfer: crate::transfer::TransferConfig::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ mod api_access;
 mod config;
 mod home;
 mod node;
+pub mod transfer;
 
 pub use api_access::{ApiEndpoint, api_token};
 pub use config::{ApiConfig, ConfigError, DEFAULT_API_PORT, NodeConfig};

@@ -8,7 +8,10 @@ use spore_net::{CancellationToken, NetHandle, NetNode};
 use spore_store::{Added, BlobState, ImportMode, Store, StoreError};
 use tokio::task::JoinSet;
 
-use crate::{Home, HomeError, NodeConfig};
+use crate::{
+    Home, HomeError, NodeConfig,
+    transfer::{DownloadHandle, DownloadRequest, Transfer},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -16,6 +19,8 @@ pub enum NodeError {
     Home(#[from] HomeError),
     #[error("starting the network: {0}")]
     Net(#[from] spore_net::StartError),
+    #[error("starting the transfer engine: {0}")]
+    Transfer(#[from] spore_net::NetError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the node is shutting down")]
@@ -29,6 +34,7 @@ pub struct Node {
     home: Home,
     store: Store,
     net: NetNode,
+    transfer: Transfer,
     cancel: CancellationToken,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     config: NodeConfig,
@@ -49,10 +55,17 @@ impl Node {
                 .map_err(|_| NodeError::ShuttingDown)??
         };
         let net = NetNode::start(config.net.clone(), cancel.child_token()).await?;
+        let transfer = Transfer::start(
+            store.clone(),
+            net.handle().clone(),
+            config.transfer.clone(),
+            cancel.child_token(),
+        )?;
         let node = Arc::new(Self {
             home,
             store,
             net,
+            transfer,
             cancel,
             tasks: tokio::sync::Mutex::new(JoinSet::new()),
             config,
@@ -82,6 +95,26 @@ impl Node {
 
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    /// The transfer engine: serves stored blobs, runs downloads.
+    pub fn transfer(&self) -> &Transfer {
+        &self.transfer
+    }
+
+    /// Downloads `hash` from the given providers (a ticket's), the DHT and
+    /// connected peers; joins a download of the same hash already running.
+    pub fn download(
+        &self,
+        hash: Hash,
+        providers: Vec<(spore_net::PeerId, Vec<spore_net::Multiaddr>)>,
+    ) -> DownloadHandle {
+        self.transfer.download(DownloadRequest {
+            hash,
+            kind: spore_core::ContentKind::Blob,
+            providers,
+            discover: true,
+        })
     }
 
     /// The token that stops this node and all its tasks.
@@ -159,6 +192,7 @@ impl Node {
     /// Stops every task and the network, and waits until they are gone.
     pub async fn shutdown(self: Arc<Self>) {
         self.cancel.cancel();
+        self.transfer.shutdown().await;
         let mut tasks = std::mem::take(&mut *self.tasks.lock().await);
         while tasks.join_next().await.is_some() {}
         match Arc::try_unwrap(self) {

@@ -1,0 +1,1290 @@
+//! The download side: a controller task per download, a session task per
+//! source, and a blocking worker that owns the partial blob.
+//!
+//! ```text
+//!  sessions ──Event──►  controller (Scheduler)  ──Cmd──► sessions
+//!  sessions ──payload──► worker (PartialBlob: ingest, flush, finish)
+//!  worker   ──Done───►  controller;  worker ──view──► serve side
+//! ```
+//!
+//! Nobody waits on a slower party in a cycle: the controller only
+//! `try_send`s to sessions and never awaits the worker; sessions await the
+//! controller's event queue and the worker's queue (back-pressure on the
+//! stream); the worker awaits nothing but its queue.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    io::Read,
+    ops::Range,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use spore_core::{Bitfield, ContentKind, GROUP_SIZE, Hash, group_count};
+use spore_net::{Multiaddr, PeerId};
+use spore_store::{Blob, BlobState, ChunkNum, ChunkRanges, IngestError, PartialBlob, StoreError};
+use spore_transfer::{
+    scheduler::{Request, RequestId, Scheduler, SchedulerConfig},
+    wire::{self, ErrorCode, Message, Session, Status},
+};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
+
+use super::{
+    DownloadRequest, DownloadState, Progress, Shared, SourceProgress, lock, seed,
+    stream_io::{self, FrameError},
+};
+
+/// Ids of the size-authenticating requests (the scheduler's count from 0).
+const SIZING_IDS: u64 = 1 << 62;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const PING_AFTER: Duration = Duration::from_secs(10);
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the controller wakes up at most (timeouts, refills, progress).
+const TICK: Duration = Duration::from_millis(100);
+/// Progress snapshots and view updates at most this often.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+/// Verified groups are made durable at least this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// A download without any source for this long fails.
+const NO_SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Payloads queued for the worker (each ≤ ~1 MiB: bounded memory).
+const WORKER_QUEUE: usize = 8;
+
+/// From a session to the controller.
+#[derive(Debug)]
+enum Event {
+    Up(PeerId),
+    /// The peer's full have-set for a blob of `size` bytes.
+    Avail {
+        peer: PeerId,
+        size: u64,
+        bits: Bitfield,
+    },
+    Have {
+        peer: PeerId,
+        ranges: Vec<Range<u64>>,
+    },
+    Choked {
+        peer: PeerId,
+        choked: bool,
+    },
+    /// A request got no (complete) payload.
+    Failed {
+        peer: PeerId,
+        id: u64,
+    },
+    Closed {
+        peer: PeerId,
+        why: String,
+        /// Do not come back (NotFound, Refused, a protocol violation).
+        permanent: bool,
+    },
+    Providers(Vec<(PeerId, Vec<Multiaddr>)>),
+    DiscoveryDone,
+}
+
+/// From the controller to a session.
+#[derive(Debug)]
+enum Cmd {
+    Request { id: u64, groups: Range<u64> },
+    Cancel { id: u64 },
+}
+
+/// To the worker.
+#[derive(Debug)]
+enum Work {
+    Ingest {
+        peer: PeerId,
+        id: u64,
+        groups: Range<u64>,
+        chunks: Vec<Bytes>,
+    },
+    Tick,
+    /// The size was wrong: drop the partial (and its record if empty) and stop.
+    Discard,
+}
+
+/// From the worker.
+#[derive(Debug)]
+enum Done {
+    Ingested {
+        peer: PeerId,
+        id: u64,
+        new_groups: Vec<u64>,
+    },
+    Bad {
+        peer: PeerId,
+        id: u64,
+        group: u64,
+        new_groups: Vec<u64>,
+    },
+    Truncated {
+        peer: PeerId,
+        id: u64,
+        new_groups: Vec<u64>,
+    },
+    Fatal(String),
+    Finished,
+}
+
+#[derive(Debug, Default)]
+struct Source {
+    addrs: Vec<Multiaddr>,
+    cmds: Option<mpsc::Sender<Cmd>>,
+    up: bool,
+    unchoked: bool,
+    claim: Option<(u64, Bitfield)>,
+    in_sched: bool,
+    retry_at: Option<Instant>,
+    failures: u32,
+    permanent: bool,
+    useful_bytes: u64,
+    bad_groups: u32,
+    banned: bool,
+}
+
+struct Controller {
+    shared: Arc<Shared>,
+    hash: Hash,
+    kind: ContentKind,
+    discover: bool,
+    cancel: spore_net::CancellationToken,
+    sessions_cancel: spore_net::CancellationToken,
+    sources: HashMap<PeerId, Source>,
+    sessions: JoinSet<()>,
+    events_tx: mpsc::Sender<Event>,
+    results_tx: mpsc::Sender<Done>,
+    worker_tx: watch::Sender<Option<mpsc::Sender<Work>>>,
+    worker: Option<tokio::task::JoinHandle<()>>,
+    view_tx: Arc<watch::Sender<Option<Blob>>>,
+    progress_tx: watch::Sender<Progress>,
+    /// Authenticated size, once the last group verified.
+    size: Option<u64>,
+    /// Size being authenticated, and the request doing it.
+    candidate: Option<(u64, Option<(PeerId, u64)>)>,
+    next_sizing: u64,
+    /// Verified groups (before the scheduler exists).
+    verified: Option<Bitfield>,
+    resumed_bytes: u64,
+    sched: Option<Scheduler<PeerId>>,
+    /// Size of a partial found in the store at start.
+    stored_size: Option<u64>,
+    discovering: bool,
+    next_discovery: Instant,
+    last_source_seen: Instant,
+    rate: f64,
+    rate_mark: (Instant, u64),
+    finished: bool,
+    failed: Option<String>,
+}
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    request: DownloadRequest,
+    cancel: spore_net::CancellationToken,
+    progress_tx: watch::Sender<Progress>,
+    view_tx: watch::Sender<Option<Blob>>,
+    mut candidates: mpsc::Receiver<PeerId>,
+) {
+    let hash = request.hash;
+    let (events_tx, mut events_rx) = mpsc::channel(1024);
+    let (results_tx, mut results_rx) = mpsc::channel(1024);
+    let now = Instant::now();
+    let mut c = Controller {
+        hash,
+        kind: request.kind,
+        discover: request.discover,
+        sessions_cancel: cancel.child_token(),
+        cancel,
+        sources: HashMap::new(),
+        sessions: JoinSet::new(),
+        events_tx,
+        results_tx,
+        worker_tx: watch::channel(None).0,
+        worker: None,
+        view_tx: Arc::new(view_tx),
+        progress_tx,
+        size: None,
+        candidate: None,
+        next_sizing: SIZING_IDS,
+        verified: None,
+        resumed_bytes: 0,
+        sched: None,
+        stored_size: None,
+        discovering: false,
+        next_discovery: now,
+        last_source_seen: now,
+        rate: 0.0,
+        rate_mark: (now, 0),
+        finished: false,
+        failed: None,
+        shared,
+    };
+
+    // Already here, or resuming?
+    let store = c.shared.store.clone();
+    let record = tokio::task::spawn_blocking(move || store.get(&hash)).await;
+    match record {
+        Ok(Ok(Some(r))) if r.state == BlobState::Complete => {
+            c.size = Some(r.size);
+            c.finished = true;
+        }
+        Ok(Ok(Some(r))) if matches!(r.state, BlobState::Partial(_)) => c.stored_size = Some(r.size),
+        Ok(Err(e)) => c.failed = Some(e.to_string()),
+        _ => {}
+    }
+    if let Some(size) = c.stored_size
+        && let Err(e) = c.open_partial(size).await
+    {
+        c.failed = Some(e);
+    }
+
+    for (peer, addrs) in request.providers {
+        c.add_source(peer, addrs);
+    }
+    c.publish();
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_publish = Instant::now();
+    let mut last_worker_tick = Instant::now();
+    while !c.finished && c.failed.is_none() {
+        tokio::select! {
+            _ = c.cancel.cancelled() => break,
+            Some(ev) = events_rx.recv() => c.on_event(ev).await,
+            Some(done) = results_rx.recv() => c.on_done(done),
+            Some(peer) = candidates.recv() => c.add_source(peer, Vec::new()),
+            _ = tick.tick() => {
+                let now = Instant::now();
+                c.on_tick(now);
+                if now.duration_since(last_worker_tick) >= FLUSH_EVERY / 2 {
+                    last_worker_tick = now;
+                    if let Some(tx) = c.worker_tx.borrow().as_ref() {
+                        let _ = tx.try_send(Work::Tick);
+                    }
+                }
+                if now.duration_since(last_publish) >= PUBLISH_EVERY {
+                    last_publish = now;
+                    c.publish();
+                }
+            }
+        }
+    }
+
+    // Wind down: sessions first (they hold the worker's queue), then the worker.
+    c.sessions_cancel.cancel();
+    for s in c.sources.values_mut() {
+        s.cmds = None;
+    }
+    while c.sessions.join_next().await.is_some() {}
+    c.worker_tx.send_replace(None);
+    if let Some(worker) = c.worker.take() {
+        let _ = worker.await;
+    }
+    while let Ok(done) = results_rx.try_recv() {
+        c.on_done(done);
+    }
+    if c.finished {
+        let net = c.shared.net.clone();
+        let cancel = c.shared.cancel.clone();
+        lock(&c.shared.tasks).spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                r = net.start_providing(hash) => {
+                    if let Err(e) = r { tracing::debug!(%hash, "could not announce: {e}"); }
+                }
+            }
+        });
+    }
+    c.publish();
+    {
+        let mut downloads = lock(&c.shared.downloads);
+        if downloads
+            .get(&hash)
+            .is_some_and(|a| a.handle.progress.same_channel(&c.progress_tx.subscribe()))
+        {
+            downloads.remove(&hash);
+        }
+    }
+    tracing::debug!(%hash, finished = c.finished, "download task ends");
+}
+
+impl Controller {
+    fn group_len(&self, g: u64) -> u64 {
+        let size = self.size.unwrap_or(0);
+        ((g + 1) * GROUP_SIZE).min(size) - (g * GROUP_SIZE).min(size)
+    }
+
+    fn verified_bits(&self) -> Option<&Bitfield> {
+        match &self.sched {
+            Some(s) => Some(s.verified()),
+            None => self.verified.as_ref(),
+        }
+    }
+
+    fn verified_bytes(&self) -> u64 {
+        let (Some(size), Some(bits)) = (
+            self.size.or(self.candidate.map(|c| c.0)),
+            self.verified_bits(),
+        ) else {
+            return 0;
+        };
+        let n = group_count(size);
+        let mut bytes = bits.count_ones() * GROUP_SIZE;
+        if bits.get(n - 1) {
+            bytes = bytes - GROUP_SIZE + (size - (n - 1) * GROUP_SIZE);
+        }
+        bytes.min(size)
+    }
+
+    fn publish(&mut self) {
+        let now = Instant::now();
+        let bytes = if self.finished {
+            self.size.unwrap_or(0)
+        } else {
+            self.verified_bytes()
+        };
+        let (t0, b0) = self.rate_mark;
+        let dt = now.duration_since(t0).as_secs_f64();
+        if dt >= 0.2 {
+            let inst = bytes.saturating_sub(b0) as f64 / dt;
+            self.rate = if self.rate == 0.0 {
+                inst
+            } else {
+                0.7 * self.rate + 0.3 * inst
+            };
+            self.rate_mark = (now, bytes);
+        }
+        let state = if self.finished {
+            DownloadState::Done
+        } else if let Some(e) = &self.failed {
+            DownloadState::Failed(e.clone())
+        } else if self.sched.is_some() {
+            DownloadState::Downloading
+        } else {
+            DownloadState::Starting
+        };
+        let mut sources: Vec<SourceProgress> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| s.useful_bytes > 0 || s.bad_groups > 0 || s.banned)
+            .map(|(p, s)| SourceProgress {
+                peer: *p,
+                useful_bytes: s.useful_bytes,
+                bad_groups: s.bad_groups,
+                banned: s.banned,
+            })
+            .collect();
+        sources.sort_by_key(|s| std::cmp::Reverse(s.useful_bytes));
+        let progress = Progress {
+            hash: self.hash.to_hex(),
+            size: self.size,
+            verified_bytes: bytes,
+            resumed_bytes: self.resumed_bytes,
+            peers: self.sources.values().filter(|s| s.up).count(),
+            rate: self.rate,
+            state,
+            sources,
+        };
+        self.progress_tx.send_replace(progress);
+    }
+
+    fn add_source(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if peer == self.shared.net.local_peer_id() {
+            return;
+        }
+        let max = self.shared.config.max_sources;
+        let known = self.sources.len();
+        let s = match self.sources.get_mut(&peer) {
+            Some(s) => s,
+            None if known < max * 4 => self.sources.entry(peer).or_default(),
+            None => return,
+        };
+        for a in addrs {
+            if !s.addrs.contains(&a) && s.addrs.len() < 16 {
+                s.addrs.push(a);
+            }
+        }
+        if s.cmds.is_none() && !s.permanent && !s.banned && s.retry_at.is_none() {
+            self.connect(peer);
+        }
+    }
+
+    fn connect(&mut self, peer: PeerId) {
+        let active = self.sources.values().filter(|s| s.cmds.is_some()).count();
+        if active >= self.shared.config.max_sources || self.finished {
+            return;
+        }
+        let Some(s) = self.sources.get_mut(&peer) else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel(512);
+        s.cmds = Some(tx);
+        s.up = false;
+        s.unchoked = false;
+        s.retry_at = None;
+        let ctx = SessionCtx {
+            shared: self.shared.clone(),
+            hash: self.hash,
+            peer,
+            addrs: s.addrs.clone(),
+            events: self.events_tx.clone(),
+            worker: self.worker_tx.subscribe(),
+            cancel: self.sessions_cancel.clone(),
+        };
+        self.sessions.spawn(fetch_session(ctx, rx));
+    }
+
+    fn send(&mut self, peer: &PeerId, cmd: Cmd) -> bool {
+        self.sources
+            .get(peer)
+            .and_then(|s| s.cmds.as_ref())
+            .is_some_and(|tx| tx.try_send(cmd).is_ok())
+    }
+
+    fn send_cancels(&mut self, cancels: Vec<Request<PeerId>>) {
+        for r in cancels {
+            self.send(&r.peer, Cmd::Cancel { id: r.id.0 });
+        }
+    }
+
+    /// Sends `peer` as many requests as the scheduler gives it.
+    fn fill(&mut self, peer: PeerId) {
+        let ready = self
+            .sources
+            .get(&peer)
+            .is_some_and(|s| s.up && s.unchoked && s.in_sched);
+        if !ready {
+            return;
+        }
+        let Some(sched) = self.sched.as_mut() else {
+            return;
+        };
+        let actions = sched.requests_for(&peer, Instant::now());
+        self.send_cancels(actions.cancels);
+        for r in actions.requests {
+            let cmd = Cmd::Request {
+                id: r.id.0,
+                groups: r.groups.clone(),
+            };
+            if !self.send(&peer, cmd)
+                && let Some(sched) = self.sched.as_mut()
+            {
+                sched.on_request_failed(&peer, r.id, Instant::now());
+            }
+        }
+    }
+
+    fn fill_all(&mut self) {
+        let peers: Vec<PeerId> = self.sources.keys().copied().collect();
+        for p in peers {
+            self.fill(p);
+        }
+    }
+
+    /// Opens the partial blob for `size` and starts its worker.
+    async fn open_partial(&mut self, size: u64) -> Result<(), String> {
+        let store = self.shared.store.clone();
+        let (hash, kind) = (self.hash, self.kind);
+        let partial = tokio::task::spawn_blocking(move || store.partial(&hash, size, kind))
+            .await
+            .map_err(|e| e.to_string())?;
+        let partial = match partial {
+            Ok(p) => p,
+            Err(StoreError::AlreadyComplete(_)) => {
+                self.size = Some(size);
+                self.finished = true;
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let verified = partial.verified().clone();
+        let n = group_count(size);
+        self.resumed_bytes = verified.count_ones() * GROUP_SIZE;
+        let last_known = verified.get(n - 1);
+        self.verified = Some(verified);
+        let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+        let results = self.results_tx.clone();
+        let view = self.view_tx.clone();
+        let store = self.shared.store.clone();
+        self.worker = Some(tokio::task::spawn_blocking(move || {
+            worker(partial, rx, results, &view, &store);
+        }));
+        self.worker_tx.send_replace(Some(tx));
+        self.candidate = Some((size, None));
+        if last_known {
+            self.authenticated();
+        }
+        Ok(())
+    }
+
+    /// The candidate size is proven: start the scheduler.
+    fn authenticated(&mut self) {
+        let Some((size, _)) = self.candidate.take() else {
+            return;
+        };
+        self.size = Some(size);
+        let verified = self
+            .verified
+            .take()
+            .unwrap_or_else(|| Bitfield::new(group_count(size)));
+        tracing::debug!(hash = %self.hash, size, "size verified");
+        let config = SchedulerConfig {
+            max_peers: self.shared.config.max_sources.max(1) * 2,
+            ..SchedulerConfig::default()
+        };
+        match Scheduler::new(size, verified, config, seed()) {
+            Ok(s) => self.sched = Some(s),
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                return;
+            }
+        }
+        // Announce ourselves as a (partial) provider, so other downloaders find us.
+        let net = self.shared.net.clone();
+        let cancel = self.cancel.clone();
+        let hash = self.hash;
+        self.sessions.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = net.start_providing(hash) => {}
+            }
+        });
+        let peers: Vec<PeerId> = self.sources.keys().copied().collect();
+        for p in peers {
+            self.join_scheduler(p);
+        }
+        self.fill_all();
+    }
+
+    /// Adds `peer` to the scheduler if its claim matches the size.
+    fn join_scheduler(&mut self, peer: PeerId) {
+        let (Some(size), Some(sched)) = (self.size, self.sched.as_mut()) else {
+            return;
+        };
+        let Some(s) = self.sources.get_mut(&peer) else {
+            return;
+        };
+        let Some((claimed, bits)) = s.claim.clone() else {
+            return;
+        };
+        if claimed != size {
+            // Wrong size: a liar, or a different blob. Either way, useless.
+            s.permanent = true;
+            s.cmds = None;
+            return;
+        }
+        if !s.in_sched {
+            match sched.add_peer(peer, Instant::now()) {
+                Ok(()) => s.in_sched = true,
+                Err(_) => return,
+            }
+        }
+        let _ = sched.on_bitfield(&peer, bits);
+    }
+
+    /// Without a size: pick one and verify the last group.
+    async fn try_sizing(&mut self) {
+        if self.size.is_some() || self.failed.is_some() || self.finished {
+            return;
+        }
+        if self.candidate.is_none() {
+            let claim = self
+                .sources
+                .values()
+                .filter(|s| !s.banned)
+                .find_map(|s| s.claim.as_ref().map(|c| c.0));
+            let Some(size) = self.stored_size.or(claim) else {
+                return;
+            };
+            if let Err(e) = self.open_partial(size).await {
+                self.failed = Some(e);
+                return;
+            }
+            if self.size.is_some() || self.finished {
+                return;
+            }
+        }
+        let Some((size, None)) = self.candidate else {
+            return;
+        };
+        let last = group_count(size) - 1;
+        let peer = self.sources.iter().find_map(|(p, s)| {
+            let fits = s.up
+                && s.unchoked
+                && !s.banned
+                && s.claim
+                    .as_ref()
+                    .is_some_and(|(sz, bits)| *sz == size && bits.get(last));
+            fits.then_some(*p)
+        });
+        let Some(peer) = peer else {
+            return;
+        };
+        let id = self.next_sizing;
+        self.next_sizing += 1;
+        if self.send(
+            &peer,
+            Cmd::Request {
+                id,
+                groups: last..last + 1,
+            },
+        ) {
+            self.candidate = Some((size, Some((peer, id))));
+        }
+    }
+
+    fn ban(&mut self, peer: PeerId) {
+        if let Some(s) = self.sources.get_mut(&peer) {
+            s.banned = true;
+            s.permanent = true;
+            s.cmds = None; // the session sees its queue close and says goodbye
+            s.up = false;
+            s.in_sched = false;
+        }
+        tracing::info!(hash = %self.hash, %peer, "peer banned for bad data");
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Up(peer) => {
+                if let Some(s) = self.sources.get_mut(&peer) {
+                    s.up = true;
+                    s.failures = 0;
+                }
+                self.last_source_seen = now;
+            }
+            Event::Avail { peer, size, bits } => {
+                if let Some(s) = self.sources.get_mut(&peer) {
+                    s.claim = Some((size, bits));
+                }
+                if self.size.is_some() {
+                    self.join_scheduler(peer);
+                    self.fill(peer);
+                } else {
+                    self.try_sizing().await;
+                }
+            }
+            Event::Have { peer, ranges } => {
+                if let Some(s) = self.sources.get_mut(&peer)
+                    && let Some((_, bits)) = s.claim.as_mut()
+                {
+                    for r in &ranges {
+                        bits.set_range(r.start..r.end.min(bits.len()));
+                    }
+                }
+                if let Some(sched) = self.sched.as_mut() {
+                    for r in ranges {
+                        let _ = sched.on_have(&peer, r);
+                    }
+                }
+                self.fill(peer);
+            }
+            Event::Choked { peer, choked } => {
+                if let Some(s) = self.sources.get_mut(&peer) {
+                    s.unchoked = !choked;
+                }
+                if choked {
+                    // Its pending requests are answered `Choked` one by one.
+                } else if self.size.is_none() {
+                    self.try_sizing().await;
+                } else {
+                    self.fill(peer);
+                }
+            }
+            Event::Failed { peer, id } => {
+                if id >= SIZING_IDS {
+                    if let Some((size, Some((p, i)))) = self.candidate
+                        && p == peer
+                        && i == id
+                    {
+                        self.candidate = Some((size, None));
+                    }
+                } else if let Some(sched) = self.sched.as_mut() {
+                    sched.on_request_failed(&peer, RequestId(id), now);
+                }
+            }
+            Event::Closed {
+                peer,
+                why,
+                permanent,
+            } => {
+                tracing::debug!(hash = %self.hash, %peer, "source session closed: {why}");
+                if let Some(sched) = self.sched.as_mut() {
+                    sched.remove_peer(&peer, now);
+                }
+                if let Some((size, Some((p, _)))) = self.candidate
+                    && p == peer
+                {
+                    self.candidate = Some((size, None));
+                }
+                if let Some(s) = self.sources.get_mut(&peer) {
+                    s.cmds = None;
+                    s.up = false;
+                    s.unchoked = false;
+                    s.in_sched = false;
+                    s.failures += 1;
+                    s.permanent |= permanent;
+                    let backoff = Duration::from_secs(1 << s.failures.min(5));
+                    s.retry_at = Some(now + backoff);
+                }
+                self.fill_all();
+                self.try_sizing().await;
+            }
+            Event::Providers(list) => {
+                for (peer, addrs) in list {
+                    self.add_source(peer, addrs);
+                }
+            }
+            Event::DiscoveryDone => self.discovering = false,
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let now = Instant::now();
+        match done {
+            Done::Ingested {
+                peer,
+                id,
+                new_groups,
+            } => {
+                self.verified_groups(peer, &new_groups);
+                if id >= SIZING_IDS {
+                    if let Some((size, Some((_, i)))) = self.candidate
+                        && i == id
+                    {
+                        let last = group_count(size) - 1;
+                        let ok = self.verified.as_ref().is_some_and(|v| v.get(last));
+                        if ok {
+                            self.authenticated();
+                        } else {
+                            self.candidate = Some((size, None));
+                        }
+                    }
+                } else {
+                    self.fill(peer);
+                }
+            }
+            Done::Bad {
+                peer,
+                id,
+                group,
+                new_groups,
+            } => {
+                self.verified_groups(peer, &new_groups);
+                if let Some(s) = self.sources.get_mut(&peer)
+                    && !s.banned
+                {
+                    s.bad_groups += 1;
+                }
+                if id >= SIZING_IDS {
+                    // The last group (or the size) is a lie.
+                    self.ban(peer);
+                    if let Some((size, Some((_, i)))) = self.candidate
+                        && i == id
+                    {
+                        let others = self
+                            .sources
+                            .values()
+                            .any(|s| !s.banned && s.claim.as_ref().is_some_and(|c| c.0 == size));
+                        let empty = self.verified.as_ref().is_none_or(|v| v.count_ones() == 0);
+                        if !others && empty {
+                            // Nobody honest claims this size: forget it.
+                            if let Some(tx) = self.worker_tx.borrow().as_ref() {
+                                let _ = tx.try_send(Work::Discard);
+                            }
+                            self.worker_tx.send_replace(None);
+                            self.worker = None;
+                            self.candidate = None;
+                            self.stored_size = None;
+                            self.verified = None;
+                        } else {
+                            self.candidate = Some((size, None));
+                        }
+                    }
+                } else if let Some(sched) = self.sched.as_mut() {
+                    let out = sched.on_bad_group(&peer, group, now);
+                    let banned = out.banned;
+                    self.send_cancels(out.cancels);
+                    if banned {
+                        self.ban(peer);
+                    }
+                    self.fill_all();
+                }
+            }
+            Done::Truncated {
+                peer,
+                id,
+                new_groups,
+            } => {
+                self.verified_groups(peer, &new_groups);
+                if let Some(sched) = self.sched.as_mut() {
+                    sched.on_request_failed(&peer, RequestId(id), now);
+                }
+                self.fill(peer);
+            }
+            Done::Fatal(e) => self.failed = Some(e),
+            Done::Finished => {
+                if self.size.is_none() {
+                    self.size = self.candidate.map(|c| c.0);
+                }
+                self.finished = true;
+            }
+        }
+    }
+
+    fn verified_groups(&mut self, peer: PeerId, groups: &[u64]) {
+        let now = Instant::now();
+        let mut bytes = 0;
+        for &g in groups {
+            bytes += self.group_len_any(g);
+            if let Some(sched) = self.sched.as_mut() {
+                let cancels = sched.on_group_verified(&peer, g, now);
+                self.send_cancels(cancels);
+            } else if let Some(v) = self.verified.as_mut() {
+                v.set(g);
+            }
+        }
+        if let Some(s) = self.sources.get_mut(&peer) {
+            s.useful_bytes += bytes;
+        }
+        lock(&self.shared.choker).on_downloaded(&peer, bytes);
+    }
+
+    fn group_len_any(&self, g: u64) -> u64 {
+        match (self.size, self.candidate) {
+            (Some(_), _) => self.group_len(g),
+            (None, Some((size, _))) => {
+                ((g + 1) * GROUP_SIZE).min(size) - (g * GROUP_SIZE).min(size)
+            }
+            _ => 0,
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        if let Some(sched) = self.sched.as_mut() {
+            let poll = sched.poll(now);
+            self.send_cancels(poll.timed_out);
+        }
+        // Reconnect sources whose backoff ended.
+        let due: Vec<PeerId> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| {
+                s.cmds.is_none() && !s.permanent && s.retry_at.is_some_and(|t| t <= now)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            if let Some(s) = self.sources.get_mut(&p) {
+                s.retry_at = None;
+            }
+            self.connect(p);
+        }
+        if self.sources.values().any(|s| s.up) {
+            self.last_source_seen = now;
+        } else if now.duration_since(self.last_source_seen) > NO_SOURCE_TIMEOUT {
+            self.failed = Some("no source has the blob".into());
+        }
+        self.fill_all();
+        if self.discover && !self.discovering && now >= self.next_discovery {
+            self.discovering = true;
+            self.next_discovery =
+                now + Duration::from_secs(self.shared.config.discovery_interval_secs.max(1));
+            let net = self.shared.net.clone();
+            let events = self.events_tx.clone();
+            let hash = self.hash;
+            let cancel = self.sessions_cancel.clone();
+            let known: HashSet<PeerId> = self.sources.keys().copied().collect();
+            self.sessions.spawn(async move {
+                let work = async {
+                    let mut found = Vec::new();
+                    if let Ok(list) = net
+                        .find_providers_with(hash, 20, Duration::from_secs(5))
+                        .await
+                    {
+                        found.extend(list.into_iter().map(|p| (p.peer_id, p.addrs)));
+                    }
+                    // Connected peers that speak the protocol may have it too.
+                    if let Ok(peers) = net.peers().await {
+                        for p in peers {
+                            let speaks = p.protocols.is_empty()
+                                || p.protocols.iter().any(|x| x == wire::PROTOCOL);
+                            if speaks && !known.contains(&p.peer_id) {
+                                found.push((p.peer_id, Vec::new()));
+                            }
+                        }
+                    }
+                    let _ = events.send(Event::Providers(found)).await;
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = work => {}
+                }
+                let _ = events.try_send(Event::DiscoveryDone);
+            });
+        }
+    }
+}
+
+/// The worker: owns the partial blob on a blocking thread.
+fn worker(
+    partial: PartialBlob,
+    mut rx: mpsc::Receiver<Work>,
+    results: mpsc::Sender<Done>,
+    view: &watch::Sender<Option<Blob>>,
+    store: &spore_store::Store,
+) {
+    let report = |d: Done| {
+        let _ = results.blocking_send(d);
+    };
+    let finish = |p: PartialBlob| match p.finish() {
+        Ok(blob) => {
+            view.send_replace(Some(blob));
+            report(Done::Finished);
+        }
+        Err(e) => report(Done::Fatal(e.to_string())),
+    };
+    if partial.is_complete() {
+        finish(partial);
+        return;
+    }
+    view.send_replace(Some(partial.reader()));
+    let mut partial = Some(partial);
+    let mut last_flush = Instant::now();
+    let mut last_view = Instant::now();
+    while let Some(work) = rx.blocking_recv() {
+        let Some(p) = partial.as_mut() else {
+            continue; // finished: drain until the senders are gone
+        };
+        match work {
+            Work::Tick => {}
+            Work::Discard => {
+                let hash = p.hash();
+                let empty = p.verified().count_ones() == 0;
+                drop(partial.take());
+                if empty {
+                    let _ = store.remove(&hash);
+                }
+                view.send_replace(None);
+                return;
+            }
+            Work::Ingest {
+                peer,
+                id,
+                groups,
+                chunks,
+            } => {
+                let c = wire::group_chunks(groups);
+                let ranges = ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end));
+                let reader = ChunksReader {
+                    chunks: chunks.into(),
+                };
+                let done = match p.ingest(&ranges, reader) {
+                    Ok(ing) => Done::Ingested {
+                        peer,
+                        id,
+                        new_groups: ing.new_groups,
+                    },
+                    Err(IngestError::BadData { group, ingested }) => Done::Bad {
+                        peer,
+                        id,
+                        group,
+                        new_groups: ingested.new_groups,
+                    },
+                    Err(IngestError::Truncated { ingested, .. }) => Done::Truncated {
+                        peer,
+                        id,
+                        new_groups: ingested.new_groups,
+                    },
+                    Err(IngestError::Store(e)) => Done::Fatal(e.to_string()),
+                };
+                report(done);
+            }
+        }
+        if p.is_complete() {
+            if let Some(p) = partial.take() {
+                finish(p);
+            }
+            continue;
+        }
+        let now = Instant::now();
+        if now.duration_since(last_flush) >= FLUSH_EVERY {
+            last_flush = now;
+            if let Err(e) = p.flush() {
+                report(Done::Fatal(e.to_string()));
+            }
+        }
+        if now.duration_since(last_view) >= PUBLISH_EVERY {
+            last_view = now;
+            view.send_replace(Some(p.reader()));
+        }
+    }
+    if let Some(mut p) = partial
+        && let Err(e) = p.flush()
+    {
+        tracing::warn!("flushing a download at exit: {e}");
+    }
+}
+
+/// Reads a payload kept as the data frames' slices, without copying them together.
+struct ChunksReader {
+    chunks: VecDeque<Bytes>,
+}
+
+impl Read for ChunksReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(front) = self.chunks.front_mut() {
+            if front.is_empty() {
+                self.chunks.pop_front();
+                continue;
+            }
+            let n = buf.len().min(front.len());
+            buf[..n].copy_from_slice(&front[..n]);
+            bytes::Buf::advance(front, n);
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+struct SessionCtx {
+    shared: Arc<Shared>,
+    hash: Hash,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    events: mpsc::Sender<Event>,
+    worker: watch::Receiver<Option<mpsc::Sender<Work>>>,
+    cancel: spore_net::CancellationToken,
+}
+
+async fn fetch_session(ctx: SessionCtx, cmds: mpsc::Receiver<Cmd>) {
+    let peer = ctx.peer;
+    let events = ctx.events.clone();
+    let (why, permanent) = tokio::select! {
+        r = session_inner(&ctx, cmds) => r,
+        _ = ctx.cancel.cancelled() => ("cancelled".to_string(), false),
+    };
+    let _ = events
+        .send(Event::Closed {
+            peer,
+            why,
+            permanent,
+        })
+        .await;
+}
+
+/// Runs one source session; returns why it ended and whether to give up on the peer.
+async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (String, bool) {
+    let (peer, hash, net) = (ctx.peer, ctx.hash, &ctx.shared.net);
+    if !ctx.addrs.is_empty() {
+        let _ = tokio::time::timeout(DIAL_TIMEOUT, net.dial_peer(peer, ctx.addrs.clone())).await;
+    }
+    let stream = match net.open_stream(peer, wire::PROTOCOL).await {
+        Ok(s) => s,
+        Err(e) => return (format!("opening a stream: {e}"), false),
+    };
+    let (mut rd, mut wr) = stream_io::split(stream);
+    let mut session = Session::new(hash, 1);
+    let io = |e: FrameError| (e.to_string(), false);
+    let hello = session.hello();
+    let greeting = async {
+        wr.send(&hello).await?;
+        let dont = Message::DontHave { hash };
+        let _ = session.send(&dont);
+        wr.send(&dont).await?;
+        wr.send(&Message::Interested).await
+    };
+    if let Err(e) = greeting.await {
+        return io(e);
+    }
+    match rd.next_within(HELLO_TIMEOUT).await {
+        Ok(msg @ Message::Hello(_)) => {
+            if let Err(v) = session.receive(&msg) {
+                wr.close_with(ErrorCode::ProtocolViolation, &v.to_string())
+                    .await;
+                return (v.to_string(), true);
+            }
+        }
+        Ok(Message::Error { code, message }) => {
+            let permanent = matches!(code, ErrorCode::NotFound | ErrorCode::Refused);
+            return (format!("peer refused: {code:?} {message}"), permanent);
+        }
+        Ok(_) => {
+            wr.close_with(ErrorCode::ProtocolViolation, "expected Hello")
+                .await;
+            return ("no Hello".into(), true);
+        }
+        Err(e) => return io(e),
+    }
+    if ctx.events.send(Event::Up(peer)).await.is_err() {
+        return ("download ended".into(), false);
+    }
+
+    let mut size: Option<u64> = None;
+    let mut bits: Option<Bitfield> = None;
+    let mut inflight: HashMap<u64, Range<u64>> = HashMap::new();
+    let mut current: Option<(u64, Vec<Bytes>)> = None;
+    let mut last_heard = Instant::now();
+    let mut last_sent = Instant::now();
+    let outcome: Result<(String, bool), (ErrorCode, String)> = loop {
+        let idle = tokio::time::Instant::from_std(last_heard + IDLE_TIMEOUT);
+        let ping = tokio::time::Instant::from_std(last_sent + PING_AFTER);
+        tokio::select! {
+            _ = tokio::time::sleep_until(idle) => {
+                break Err((ErrorCode::Timeout, "nothing heard for 30 s".into()));
+            }
+            _ = tokio::time::sleep_until(ping) => {
+                if let Err(e) = wr.send(&Message::Ping { nonce: 1 }).await { return io(e); }
+                last_sent = Instant::now();
+            }
+            cmd = cmds.recv() => {
+                let Some(cmd) = cmd else {
+                    break Err((ErrorCode::Goodbye, "done".into()));
+                };
+                match cmd {
+                    Cmd::Request { id, groups } => {
+                        let msg = size.ok_or(wire::Violation("no size"))
+                            .and_then(|size| session.request(id, hash, groups.clone(), size));
+                        match msg {
+                            Ok(msg) => {
+                                if let Err(e) = wr.send(&msg).await { return io(e); }
+                                inflight.insert(id, groups);
+                                last_sent = Instant::now();
+                            }
+                            Err(_) => {
+                                let _ = ctx.events.send(Event::Failed { peer, id }).await;
+                            }
+                        }
+                    }
+                    Cmd::Cancel { id } => {
+                        if inflight.contains_key(&id) {
+                            if let Err(e) = wr.send(&Message::Cancel { id }).await { return io(e); }
+                            last_sent = Instant::now();
+                        }
+                    }
+                }
+            }
+            frame = rd.next() => {
+                let msg = match frame {
+                    Ok(m) => m,
+                    Err(FrameError::Wire(w)) => break Err((w.code(), w.to_string())),
+                    Err(e) => return io(e),
+                };
+                last_heard = Instant::now();
+                if let Err(v) = session.receive(&msg) {
+                    break Err((ErrorCode::ProtocolViolation, v.to_string()));
+                }
+                match msg {
+                    Message::HaveAll { hash: h, size: s } if h == hash => {
+                        if size.is_some_and(|x| x != s) {
+                            break Err((ErrorCode::ProtocolViolation, "size changed".into()));
+                        }
+                        size = Some(s);
+                        let full = Bitfield::full(group_count(s));
+                        bits = Some(full.clone());
+                        if ctx.events.send(Event::Avail { peer, size: s, bits: full }).await.is_err() {
+                            break Err((ErrorCode::Goodbye, "done".into()));
+                        }
+                    }
+                    Message::Have(slice) if slice.hash == hash => {
+                        if size.is_some_and(|x| x != slice.size) {
+                            break Err((ErrorCode::ProtocolViolation, "size changed".into()));
+                        }
+                        size = Some(slice.size);
+                        let b = bits.get_or_insert_with(|| Bitfield::new(group_count(slice.size)));
+                        slice.apply(b);
+                        let b = b.clone();
+                        if ctx.events.send(Event::Avail { peer, size: slice.size, bits: b }).await.is_err() {
+                            break Err((ErrorCode::Goodbye, "done".into()));
+                        }
+                    }
+                    Message::HaveRanges { hash: h, ranges } if h == hash => {
+                        let (Some(s), Some(b)) = (size, bits.as_mut()) else { continue };
+                        let n = group_count(s);
+                        if ranges.iter().any(|r| r.end > n) {
+                            break Err((ErrorCode::ProtocolViolation, "range past the blob".into()));
+                        }
+                        for r in &ranges {
+                            b.set_range(r.clone());
+                        }
+                        if ctx.events.send(Event::Have { peer, ranges }).await.is_err() {
+                            break Err((ErrorCode::Goodbye, "done".into()));
+                        }
+                    }
+                    Message::DontHave { hash: h } if h == hash => {
+                        if let Some(s) = size {
+                            let empty = Bitfield::new(group_count(s));
+                            bits = Some(empty.clone());
+                            let _ = ctx.events.send(Event::Avail { peer, size: s, bits: empty }).await;
+                        }
+                    }
+                    Message::Choke | Message::Unchoke => {
+                        let choked = matches!(msg, Message::Choke);
+                        let _ = ctx.events.send(Event::Choked { peer, choked }).await;
+                    }
+                    Message::Response { id, status } => {
+                        if status == Status::Ok {
+                            current = Some((id, Vec::new()));
+                        } else {
+                            inflight.remove(&id);
+                            let _ = ctx.events.send(Event::Failed { peer, id }).await;
+                        }
+                    }
+                    Message::Data { data, .. } => {
+                        let n = data.len() as u64;
+                        ctx.shared.throttle(&ctx.shared.download_limit, &peer, n).await;
+                        if let Some((_, chunks)) = current.as_mut() {
+                            chunks.push(data);
+                        }
+                    }
+                    Message::End { id, status } => {
+                        let groups = inflight.remove(&id);
+                        let chunks = current.take().map(|c| c.1).unwrap_or_default();
+                        let worker = ctx.worker.borrow().clone();
+                        match (status, groups, worker) {
+                            (Status::Ok, Some(groups), Some(worker)) => {
+                                let work = Work::Ingest { peer, id, groups, chunks };
+                                if worker.send(work).await.is_err() {
+                                    let _ = ctx.events.send(Event::Failed { peer, id }).await;
+                                }
+                            }
+                            _ => {
+                                let _ = ctx.events.send(Event::Failed { peer, id }).await;
+                            }
+                        }
+                    }
+                    Message::Ping { nonce } => {
+                        if let Err(e) = wr.send(&Message::Pong { nonce }).await { return io(e); }
+                        last_sent = Instant::now();
+                    }
+                    Message::Request(r) => {
+                        // We announced nothing on this stream.
+                        let msg = Message::Response { id: r.id, status: Status::NotAvailable };
+                        let _ = session.send(&msg);
+                        if let Err(e) = wr.send(&msg).await { return io(e); }
+                    }
+                    Message::Error { code, message } => {
+                        let permanent = matches!(code, ErrorCode::NotFound | ErrorCode::Refused);
+                        break Ok((format!("peer closed: {code:?} {message}"), permanent));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    match outcome {
+        Ok(r) => r,
+        Err((code, why)) => {
+            wr.close_with(code, &why).await;
+            let permanent = !matches!(code, ErrorCode::Goodbye | ErrorCode::Timeout);
+            (why, permanent)
+        }
+    }
+}

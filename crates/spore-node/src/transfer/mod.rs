@@ -1,0 +1,404 @@
+//! The transfer engine: `/spore/blob/1` over libp2p streams.
+//!
+//! - [`serve`](self::serve): the upload side. Every node accepts
+//!   `/spore/blob/1` streams and serves what it has: complete blobs, and the
+//!   verified groups of blobs it is downloading (announced as they verify).
+//!   A [`Choker`] decides who is served, a [`RateLimiter`] how fast.
+//! - [`fetch`](self::fetch): the download side. One controller task per
+//!   download drives a [`spore_transfer::scheduler::Scheduler`], one session
+//!   task per source peer pipelines requests on one stream, and one blocking
+//!   worker owns the [`spore_store::PartialBlob`], verifies and writes what
+//!   arrives, and flushes it every second.
+//! - [`stream_io`](self::stream_io): frames over a stream, bounded and with
+//!   timeouts.
+//!
+//! Collections are not downloaded yet: [`DownloadRequest::kind`] is where a
+//! collection download (manifest first, then its members in parallel, all
+//! sharing the sources) will hook in.
+
+mod fetch;
+mod serve;
+mod stream_io;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use spore_core::{ContentKind, Hash};
+use spore_net::{CancellationToken, Multiaddr, NetHandle, PeerId};
+use spore_store::{Blob, Store};
+use spore_transfer::choker::{ChokeEvent, Choker, ChokerConfig, RateLimiter};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+pub use spore_transfer::wire::PROTOCOL;
+
+/// Settings of the transfer engine (`[transfer]` in `spore.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Upload limit over all peers, bytes per second (`--max-upload`); 0 is unlimited.
+    pub max_upload: u64,
+    /// Download limit over all peers, bytes per second (`--max-download`); 0 is unlimited.
+    pub max_download: u64,
+    /// Upload limit per peer, bytes per second; 0 is unlimited.
+    pub max_upload_per_peer: u64,
+    /// Regular upload slots of the choker.
+    pub upload_slots: usize,
+    /// Inbound `/spore/blob/1` sessions served at once.
+    pub max_serve_sessions: usize,
+    /// Source peers one download uses at once.
+    pub max_sources: usize,
+    /// Seconds between two provider lookups during a download.
+    pub discovery_interval_secs: u64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            max_upload: 0,
+            max_download: 0,
+            max_upload_per_peer: 0,
+            upload_slots: 64,
+            max_serve_sessions: 256,
+            max_sources: 32,
+            discovery_interval_secs: 5,
+        }
+    }
+}
+
+/// What to download.
+#[derive(Debug, Clone)]
+pub struct DownloadRequest {
+    pub hash: Hash,
+    /// Only [`ContentKind::Blob`] is downloaded as such for now; a collection
+    /// is fetched as its manifest blob (its members are not followed yet).
+    pub kind: ContentKind,
+    /// Providers from a ticket: dialled directly.
+    pub providers: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// Also look for providers in the DHT and among connected peers.
+    pub discover: bool,
+}
+
+/// Where a download stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "error")]
+pub enum DownloadState {
+    /// Looking for sources and the blob's size.
+    Starting,
+    Downloading,
+    Done,
+    Failed(String),
+}
+
+/// One source of a download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceProgress {
+    #[serde(serialize_with = "ser_display")]
+    pub peer: PeerId,
+    /// Bytes of verified groups this peer delivered first.
+    pub useful_bytes: u64,
+    /// Groups it sent that failed verification.
+    pub bad_groups: u32,
+    pub banned: bool,
+}
+
+fn ser_display<S: serde::Serializer>(v: &PeerId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// A snapshot of a download, published through a `watch` channel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    pub hash: String,
+    /// Known once a source announced it and its last group verified.
+    pub size: Option<u64>,
+    /// Bytes verified and written (including those present at resume).
+    pub verified_bytes: u64,
+    /// Bytes that were already present when the download started.
+    pub resumed_bytes: u64,
+    /// Sources with an open session.
+    pub peers: usize,
+    /// Verified bytes per second over the last few seconds.
+    pub rate: f64,
+    pub state: DownloadState,
+    /// Every peer that delivered, lied or was used.
+    pub sources: Vec<SourceProgress>,
+}
+
+impl Progress {
+    fn new(hash: Hash) -> Self {
+        Self {
+            hash: hash.to_hex(),
+            size: None,
+            verified_bytes: 0,
+            resumed_bytes: 0,
+            peers: 0,
+            rate: 0.0,
+            state: DownloadState::Starting,
+            sources: Vec::new(),
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, DownloadState::Done | DownloadState::Failed(_))
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DownloadError {
+    #[error("download failed: {0}")]
+    Failed(String),
+    #[error("the node is shutting down")]
+    Shutdown,
+}
+
+/// A running (or finished) download. Cheap to clone; dropping it does not
+/// stop the download (use [`DownloadHandle::cancel`]).
+#[derive(Debug, Clone)]
+pub struct DownloadHandle {
+    hash: Hash,
+    progress: watch::Receiver<Progress>,
+    cancel: CancellationToken,
+}
+
+impl DownloadHandle {
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    /// The latest progress snapshot.
+    pub fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// A receiver that sees every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Stops the download (verified groups stay in the store; a later
+    /// download of the same hash resumes).
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits until the download is done or failed; returns the last snapshot.
+    pub async fn wait(&self) -> Result<Progress, DownloadError> {
+        let mut rx = self.progress.clone();
+        loop {
+            let p = rx.borrow_and_update().clone();
+            match &p.state {
+                DownloadState::Done => return Ok(p),
+                DownloadState::Failed(e) => return Err(DownloadError::Failed(e.clone())),
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                let p = rx.borrow().clone();
+                return match p.state {
+                    DownloadState::Done => Ok(p),
+                    DownloadState::Failed(e) => Err(DownloadError::Failed(e)),
+                    _ => Err(DownloadError::Shutdown),
+                };
+            }
+        }
+    }
+}
+
+/// What a download shares with the serve side: the verified groups so far,
+/// and a way to tell it about peers that want the same blob.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveDownload {
+    /// A reader over the verified groups (updated as groups verify, batched).
+    pub(crate) view: watch::Receiver<Option<Blob>>,
+    /// Peers that opened a session for this hash (they may have groups too).
+    pub(crate) candidates: mpsc::Sender<PeerId>,
+    pub(crate) handle: DownloadHandle,
+}
+
+/// Upload counters, for tests and status.
+#[derive(Debug, Default, Clone)]
+pub struct UploadStats {
+    /// Payload bytes sent, per peer.
+    pub per_peer: HashMap<PeerId, u64>,
+    pub total: u64,
+    pub requests: u64,
+}
+
+/// Where a serve session hears the choker's decisions about its peer.
+pub(crate) type ChokeControl = mpsc::Sender<ChokeEvent<PeerId>>;
+
+/// State shared by every task of the engine.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) net: NetHandle,
+    pub(crate) config: TransferConfig,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) downloads: Mutex<HashMap<Hash, ActiveDownload>>,
+    pub(crate) choker: Mutex<Choker<PeerId>>,
+    pub(crate) upload_limit: Mutex<RateLimiter<PeerId>>,
+    pub(crate) download_limit: Mutex<RateLimiter<PeerId>>,
+    /// Serve sessions per peer, to deliver choke decisions: peer → (session id → control).
+    pub(crate) serve_sessions: Mutex<HashMap<PeerId, HashMap<u64, ChokeControl>>>,
+    pub(crate) uploads: Mutex<UploadStats>,
+    pub(crate) tasks: Mutex<JoinSet<()>>,
+}
+
+/// Locks a std mutex; a poisoned lock (a panic elsewhere) still yields the data.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn limiter(rate: u64, per_peer: u64) -> RateLimiter<PeerId> {
+    let spec = |r: u64| (r > 0).then(|| (r, (r / 4).max(512 * 1024)));
+    RateLimiter::new(spec(rate), spec(per_peer), 1024)
+}
+
+impl Shared {
+    /// Delivers choke decisions to the serve sessions of their peers.
+    pub(crate) fn dispatch(&self, events: Vec<ChokeEvent<PeerId>>) {
+        if events.is_empty() {
+            return;
+        }
+        let sessions = lock(&self.serve_sessions);
+        for ev in events {
+            let peer = match &ev {
+                ChokeEvent::Choke(p) | ChokeEvent::Unchoke(p) => *p,
+            };
+            if let Some(map) = sessions.get(&peer) {
+                for tx in map.values() {
+                    let _ = tx.try_send(ev.clone());
+                }
+            }
+        }
+    }
+
+    /// Sleeps until `bytes` may pass `limiter` for `peer` (or the node stops).
+    pub(crate) async fn throttle(
+        &self,
+        limiter: &Mutex<RateLimiter<PeerId>>,
+        peer: &PeerId,
+        bytes: u64,
+    ) {
+        loop {
+            let wait = match lock(limiter).try_take(peer, bytes, Instant::now()) {
+                Ok(()) => return,
+                Err(wait) => wait.min(Duration::from_secs(1)),
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// The engine a node owns: serves every stored blob and runs downloads.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    shared: Arc<Shared>,
+}
+
+impl Transfer {
+    /// Starts accepting `/spore/blob/1` streams and the choker's clock.
+    pub fn start(
+        store: Store,
+        net: NetHandle,
+        config: TransferConfig,
+        cancel: CancellationToken,
+    ) -> Result<Self, spore_net::NetError> {
+        let incoming = net.accept_streams(PROTOCOL)?;
+        let now = Instant::now();
+        let choker = Choker::new(
+            ChokerConfig {
+                upload_slots: config.upload_slots.max(1),
+                max_peers: 1024,
+                ..ChokerConfig::default()
+            },
+            seed(),
+            now,
+        );
+        let shared = Arc::new(Shared {
+            upload_limit: Mutex::new(limiter(config.max_upload, config.max_upload_per_peer)),
+            download_limit: Mutex::new(limiter(config.max_download, 0)),
+            store,
+            net,
+            config,
+            cancel,
+            downloads: Mutex::new(HashMap::new()),
+            choker: Mutex::new(choker),
+            serve_sessions: Mutex::new(HashMap::new()),
+            uploads: Mutex::new(UploadStats::default()),
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        {
+            let mut tasks = lock(&shared.tasks);
+            tasks.spawn(serve::accept_loop(shared.clone(), incoming));
+            tasks.spawn(serve::choker_clock(shared.clone()));
+        }
+        Ok(Self { shared })
+    }
+
+    /// Starts downloading (or joins the download already running for the hash).
+    pub fn download(&self, request: DownloadRequest) -> DownloadHandle {
+        let mut downloads = lock(&self.shared.downloads);
+        if let Some(active) = downloads.get(&request.hash)
+            && !active.handle.cancel.is_cancelled()
+            && !active.handle.progress().is_finished()
+        {
+            return active.handle.clone();
+        }
+        let (progress_tx, progress_rx) = watch::channel(Progress::new(request.hash));
+        let (view_tx, view_rx) = watch::channel(None);
+        let (cand_tx, cand_rx) = mpsc::channel(64);
+        let handle = DownloadHandle {
+            hash: request.hash,
+            progress: progress_rx,
+            cancel: self.shared.cancel.child_token(),
+        };
+        downloads.insert(
+            request.hash,
+            ActiveDownload {
+                view: view_rx,
+                candidates: cand_tx,
+                handle: handle.clone(),
+            },
+        );
+        drop(downloads);
+        let task = fetch::run(
+            self.shared.clone(),
+            request,
+            handle.cancel.clone(),
+            progress_tx,
+            view_tx,
+            cand_rx,
+        );
+        lock(&self.shared.tasks).spawn(task);
+        handle
+    }
+
+    /// What this node uploaded so far.
+    pub fn upload_stats(&self) -> UploadStats {
+        lock(&self.shared.uploads).clone()
+    }
+
+    /// Waits for every task of the engine; call after cancelling the node's token.
+    pub async fn shutdown(&self) {
+        self.shared.cancel.cancel();
+        let mut tasks = std::mem::take(&mut *lock(&self.shared.tasks));
+        while tasks.join_next().await.is_some() {}
+        // Tasks spawned while we waited (a download started during shutdown).
+        let mut late = std::mem::take(&mut *lock(&self.shared.tasks));
+        while late.join_next().await.is_some() {}
+    }
+}
+
+/// A seed for the pure state machines' PRNGs.
+pub(crate) fn seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}

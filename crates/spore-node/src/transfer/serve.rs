@@ -1,0 +1,584 @@
+//! The upload side: accept `/spore/blob/1` streams and serve verified data.
+
+use std::{
+    collections::VecDeque,
+    io::Write,
+    ops::Range,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use spore_core::{Bitfield, Hash, group_count};
+use spore_net::{IncomingStreams, PeerId, Stream};
+use spore_store::{BlobState, ChunkNum, ChunkRanges};
+use spore_transfer::{
+    choker::ChokeEvent,
+    wire::{
+        self, DEFAULT_MAX_IN_FLIGHT, DataWriter, ErrorCode, MAX_DATA_PAYLOAD, MAX_HAVE_RANGES,
+        Message, Session, Status,
+    },
+};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
+
+use super::{
+    Shared, lock,
+    stream_io::{self, FrameError, FrameReader, FrameWriter},
+};
+
+/// A peer must send its `Hello` within this.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence from the peer after which the session closes.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// We send a `Ping` after this much silence of ours.
+const PING_AFTER: Duration = Duration::from_secs(10);
+/// Encoded bytes handed from the blocking encoder to the session at once.
+const ENCODE_CHUNK: usize = 256 * 1024;
+
+static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts streams as fast as they come (libp2p-stream drops inbound
+/// streams when this loop lags) and gives each its own task.
+pub(super) async fn accept_loop(shared: Arc<Shared>, mut incoming: IncomingStreams) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            next = incoming.next() => {
+                let Some((peer, stream)) = next else { break };
+                if sessions.len() >= shared.config.max_serve_sessions {
+                    sessions.spawn(refuse(stream));
+                    continue;
+                }
+                sessions.spawn(serve_session(shared.clone(), peer, stream));
+            }
+        }
+    }
+    while sessions.join_next().await.is_some() {}
+}
+
+async fn refuse(stream: Stream) {
+    let (_r, mut w) = stream_io::split(stream);
+    w.close_with(ErrorCode::Refused, "too many sessions").await;
+}
+
+/// Rechokes on the choker's schedule.
+pub(super) async fn choker_clock(shared: Arc<Shared>) {
+    loop {
+        let events = lock(&shared.choker).poll(Instant::now()).events;
+        shared.dispatch(events);
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// What we can serve of the session's hash.
+enum Source {
+    /// A complete blob.
+    Complete(spore_store::Blob),
+    /// A blob we download: its verified groups, updated as they verify
+    /// (`None` before its size is known).
+    Active(watch::Receiver<Option<spore_store::Blob>>),
+    /// A partial blob nobody downloads now: its persisted groups.
+    Stored(spore_store::Blob),
+}
+
+/// The response being sent.
+struct Sending {
+    id: u64,
+    chunks: mpsc::Receiver<Vec<u8>>,
+    encoder: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+/// The registration of a serve session with the choker; removed on drop.
+struct Registration {
+    shared: Arc<Shared>,
+    peer: PeerId,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let last = {
+            let mut sessions = lock(&self.shared.serve_sessions);
+            let last = sessions.get_mut(&self.peer).is_some_and(|m| {
+                m.remove(&self.id);
+                m.is_empty()
+            });
+            if last {
+                sessions.remove(&self.peer);
+            }
+            last
+        };
+        if last {
+            let events = lock(&self.shared.choker).remove_peer(&self.peer, Instant::now());
+            lock(&self.shared.upload_limit).remove_peer(&self.peer);
+            self.shared.dispatch(events);
+        }
+    }
+}
+
+async fn serve_session(shared: Arc<Shared>, peer: PeerId, stream: Stream) {
+    let (mut rd, mut wr) = stream_io::split(stream);
+    let result = serve_inner(&shared, peer, &mut rd, &mut wr).await;
+    match result {
+        Ok(()) => {}
+        Err(Close::Quiet) => {}
+        Err(Close::With(code, why)) => {
+            tracing::debug!(%peer, ?code, "serve session closed: {why}");
+            wr.close_with(code, &why).await;
+        }
+    }
+}
+
+enum Close {
+    /// The peer is gone or said goodbye: nothing to send.
+    Quiet,
+    With(ErrorCode, String),
+}
+
+impl From<FrameError> for Close {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Wire(w) => Close::With(w.code(), w.to_string()),
+            FrameError::Timeout => Close::With(ErrorCode::Timeout, "timed out".into()),
+            FrameError::Closed | FrameError::Io(_) => Close::Quiet,
+        }
+    }
+}
+
+fn violation(v: wire::Violation) -> Close {
+    Close::With(ErrorCode::ProtocolViolation, v.to_string())
+}
+
+async fn lookup(shared: &Arc<Shared>, hash: Hash) -> Option<Source> {
+    let store = shared.store.clone();
+    let stored = tokio::task::spawn_blocking(move || -> Option<(BlobState, spore_store::Blob)> {
+        let record = store.get(&hash).ok()??;
+        let blob = store.blob(&hash).ok()?;
+        Some((record.state, blob))
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some((BlobState::Complete, blob)) = &stored {
+        return Some(Source::Complete(blob.clone()));
+    }
+    let active = lock(&shared.downloads).get(&hash).cloned();
+    if let Some(active) = active
+        && !active.handle.progress().is_finished()
+    {
+        return Some(Source::Active(active.view));
+    }
+    match stored {
+        Some((BlobState::Partial(_), blob)) => Some(Source::Stored(blob)),
+        _ => None,
+    }
+}
+
+impl Source {
+    /// The blob to serve from now, if any.
+    fn blob(&self) -> Option<spore_store::Blob> {
+        match self {
+            Source::Complete(b) | Source::Stored(b) => Some(b.clone()),
+            Source::Active(rx) => rx.borrow().clone(),
+        }
+    }
+}
+
+async fn serve_inner(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    rd: &mut FrameReader,
+    wr: &mut FrameWriter,
+) -> Result<(), Close> {
+    let hello = match rd.next_within(HELLO_TIMEOUT).await? {
+        Message::Hello(h) => h,
+        Message::Error { .. } => return Err(Close::Quiet),
+        _ => {
+            return Err(Close::With(
+                ErrorCode::ProtocolViolation,
+                "first frame is not Hello".into(),
+            ));
+        }
+    };
+    let hash = hello.hash;
+    let Some(mut source) = lookup(shared, hash).await else {
+        return Err(Close::With(ErrorCode::NotFound, "not here".into()));
+    };
+    if let Some(active) = lock(&shared.downloads).get(&hash) {
+        // It downloads what we download: it may become a source for us.
+        let _ = active.candidates.try_send(peer);
+    }
+
+    let mut session = Session::new(hash, DEFAULT_MAX_IN_FLIGHT);
+    session.receive(&Message::Hello(hello)).map_err(violation)?;
+    let hello = session.hello();
+    wr.send(&hello).await?;
+
+    // Availability.
+    let mut blob = source.blob();
+    let mut announced = match &blob {
+        Some(b) => {
+            let have = b.available();
+            for msg in wire::have_messages(hash, b.size(), &have) {
+                wr.send(&msg).await?;
+            }
+            Some(have)
+        }
+        None => {
+            wr.send(&Message::DontHave { hash }).await?;
+            None
+        }
+    };
+
+    // Choker registration.
+    let (ctl_tx, mut ctl_rx) = mpsc::channel(8);
+    let sid = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut sessions = lock(&shared.serve_sessions);
+        let entry = sessions.entry(peer).or_default();
+        if entry.is_empty() {
+            let _ = lock(&shared.choker).add_peer(peer, Instant::now());
+        }
+        entry.insert(sid, ctl_tx);
+    }
+    let _registration = Registration {
+        shared: shared.clone(),
+        peer,
+        id: sid,
+    };
+    let mut unchoked = false;
+
+    let mut queue: VecDeque<wire::Request> = VecDeque::new();
+    let mut sending: Option<Sending> = None;
+    let mut last_heard = Instant::now();
+    let mut last_sent = Instant::now();
+    let mut view_rx = match &source {
+        Source::Active(rx) => Some(rx.clone()),
+        _ => None,
+    };
+
+    let result = loop {
+        // Start the next request when idle.
+        while sending.is_none() {
+            let Some(req) = queue.pop_front() else { break };
+            match start_request(shared, peer, &mut source, &mut blob, unchoked, &req) {
+                Ok(s) => {
+                    let msg = Message::Response {
+                        id: req.id,
+                        status: Status::Ok,
+                    };
+                    session.send(&msg).map_err(violation)?;
+                    wr.send(&msg).await?;
+                    sending = Some(s);
+                }
+                Err(status) => {
+                    let msg = Message::Response { id: req.id, status };
+                    session.send(&msg).map_err(violation)?;
+                    wr.send(&msg).await?;
+                }
+            }
+            last_sent = Instant::now();
+        }
+        let idle_deadline = tokio::time::Instant::from_std(last_heard + IDLE_TIMEOUT);
+        let ping_deadline = tokio::time::Instant::from_std(last_sent + PING_AFTER);
+        tokio::select! {
+            _ = shared.cancel.cancelled() => {
+                break Err(Close::With(ErrorCode::Shutdown, "shutting down".into()));
+            }
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                break Err(Close::With(ErrorCode::Timeout, "nothing heard for 30 s".into()));
+            }
+            _ = tokio::time::sleep_until(ping_deadline) => {
+                wr.send(&Message::Ping { nonce: 0 }).await?;
+                last_sent = Instant::now();
+            }
+            ev = ctl_rx.recv() => {
+                let Some(ev) = ev else { continue };
+                match ev {
+                    ChokeEvent::Unchoke(_) if !unchoked => {
+                        unchoked = true;
+                        wr.send(&Message::Unchoke).await?;
+                    }
+                    ChokeEvent::Choke(_) if unchoked => {
+                        unchoked = false;
+                        wr.send(&Message::Choke).await?;
+                        for req in queue.drain(..) {
+                            let msg = Message::Response { id: req.id, status: Status::Choked };
+                            session.send(&msg).map_err(violation)?;
+                            wr.send(&msg).await?;
+                        }
+                    }
+                    _ => {}
+                }
+                last_sent = Instant::now();
+            }
+            changed = async {
+                match view_rx.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if changed.is_err() {
+                    view_rx = None;
+                    continue;
+                }
+                let new = view_rx.as_ref().and_then(|rx| rx.borrow().clone());
+                if let Some(new) = new {
+                    announce_new(wr, hash, &new, &mut announced).await?;
+                    blob = Some(new);
+                    last_sent = Instant::now();
+                }
+            }
+            chunk = async {
+                match sending.as_mut() {
+                    Some(s) => s.chunks.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(s) = sending.as_mut() else { continue };
+                match chunk {
+                    Some(bytes) => {
+                        shared.throttle(&shared.upload_limit, &peer, bytes.len() as u64).await;
+                        wr.write_raw(&bytes).await?;
+                        last_sent = Instant::now();
+                        let n = bytes.len() as u64;
+                        lock(&shared.choker).on_uploaded(&peer, n);
+                        let mut up = lock(&shared.uploads);
+                        *up.per_peer.entry(peer).or_default() += n;
+                        up.total += n;
+                    }
+                    None => {
+                        let id = s.id;
+                        let status = match (&mut s.encoder).await {
+                            Ok(Ok(())) => Status::Ok,
+                            Ok(Err(e)) => {
+                                tracing::warn!(%hash, "serving {id} failed: {e}");
+                                Status::Internal
+                            }
+                            Err(_) => Status::Internal,
+                        };
+                        sending = None;
+                        lock(&shared.choker).end_request(&peer);
+                        lock(&shared.uploads).requests += 1;
+                        let msg = Message::End { id, status };
+                        session.send(&msg).map_err(violation)?;
+                        wr.send(&msg).await?;
+                        last_sent = Instant::now();
+                    }
+                }
+            }
+            frame = rd.next() => {
+                let msg = frame?;
+                last_heard = Instant::now();
+                session.receive(&msg).map_err(violation)?;
+                match msg {
+                    Message::Request(req) => queue.push_back(req),
+                    Message::Cancel { id } => {
+                        if let Some(pos) = queue.iter().position(|r| r.id == id) {
+                            queue.remove(pos);
+                            let msg = Message::Response { id, status: Status::Cancelled };
+                            session.send(&msg).map_err(violation)?;
+                            wr.send(&msg).await?;
+                        } else if sending.as_ref().is_some_and(|s| s.id == id)
+                            && let Some(s) = sending.take()
+                        {
+                            abort(s).await;
+                            lock(&shared.choker).end_request(&peer);
+                            let msg = Message::End { id, status: Status::Cancelled };
+                            session.send(&msg).map_err(violation)?;
+                            wr.send(&msg).await?;
+                        }
+                    }
+                    Message::Interested | Message::NotInterested => {
+                        let interested = matches!(msg, Message::Interested);
+                        let (events, now_unchoked) = {
+                            let mut choker = lock(&shared.choker);
+                            let events = choker.set_interested(&peer, interested, Instant::now());
+                            (events, choker.is_unchoked(&peer))
+                        };
+                        shared.dispatch(events);
+                        // Another session of this peer may hold the slot already.
+                        if interested && now_unchoked && !unchoked {
+                            unchoked = true;
+                            wr.send(&Message::Unchoke).await?;
+                            last_sent = Instant::now();
+                        }
+                    }
+                    Message::Ping { nonce } => {
+                        wr.send(&Message::Pong { nonce }).await?;
+                        last_sent = Instant::now();
+                    }
+                    Message::Error { .. } => break Err(Close::Quiet),
+                    Message::Response { .. } | Message::Data { .. } | Message::End { .. } => {
+                        // Session::receive refuses these: we never request here.
+                        break Err(Close::With(ErrorCode::ProtocolViolation, "unexpected payload".into()));
+                    }
+                    Message::WantHave { hash: other } if other != hash => {
+                        wr.send(&Message::DontHave { hash: other }).await?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    if let Some(s) = sending.take() {
+        abort(s).await;
+        lock(&shared.choker).end_request(&peer);
+    }
+    result
+}
+
+async fn abort(s: Sending) {
+    drop(s.chunks);
+    let _ = s.encoder.await;
+}
+
+/// Sends `HaveRanges` for the groups `new` has beyond what was announced.
+async fn announce_new(
+    wr: &mut FrameWriter,
+    hash: Hash,
+    new: &spore_store::Blob,
+    announced: &mut Option<Bitfield>,
+) -> Result<(), Close> {
+    let have = new.available();
+    match announced {
+        Some(old) if old.len() == have.len() => {
+            let mut ranges: Vec<Range<u64>> = Vec::new();
+            for r in have.ones_ranges() {
+                let mut start = None;
+                for g in r.clone() {
+                    match (old.get(g), start) {
+                        (false, None) => start = Some(g),
+                        (true, Some(s)) => {
+                            ranges.push(s..g);
+                            start = None;
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(s) = start {
+                    ranges.push(s..r.end);
+                }
+            }
+            for batch in ranges.chunks(MAX_HAVE_RANGES) {
+                wr.send(&Message::HaveRanges {
+                    hash,
+                    ranges: batch.to_vec(),
+                })
+                .await?;
+            }
+        }
+        _ => {
+            for msg in wire::have_messages(hash, new.size(), &have) {
+                wr.send(&msg).await?;
+            }
+        }
+    }
+    *announced = Some(have);
+    Ok(())
+}
+
+/// Checks a request and starts encoding it on a blocking thread.
+fn start_request(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    source: &mut Source,
+    blob: &mut Option<spore_store::Blob>,
+    unchoked: bool,
+    req: &wire::Request,
+) -> Result<Sending, Status> {
+    if let Source::Active(rx) = source {
+        // The freshest view of a blob being downloaded.
+        if let Some(b) = rx.borrow().clone() {
+            *blob = Some(b);
+        }
+    }
+    let Some(b) = blob.clone() else {
+        return Err(Status::NotAvailable);
+    };
+    if req.hash != b.hash() {
+        return Err(Status::NotFound);
+    }
+    if req.groups.end > group_count(b.size()) {
+        return Err(Status::BadRequest);
+    }
+    if !b.is_complete() && !b.available().all_set(req.groups.clone()) {
+        return Err(Status::NotAvailable);
+    }
+    if !unchoked {
+        return Err(Status::Choked);
+    }
+    lock(&shared.choker)
+        .begin_request(&peer)
+        .map_err(|r| match r {
+            spore_transfer::choker::Refusal::Busy => Status::Busy,
+            _ => Status::Choked,
+        })?;
+    let (tx, rx) = mpsc::channel(4);
+    let chunks = wire::group_chunks(req.groups.clone());
+    let ranges = ChunkRanges::from(ChunkNum(chunks.start)..ChunkNum(chunks.end));
+    let id = req.id;
+    let encoder = tokio::task::spawn_blocking(move || {
+        let out = ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(ENCODE_CHUNK + 64),
+        };
+        let mut data = DataWriter::new(id, MAX_DATA_PAYLOAD, out);
+        b.encode(&ranges, &mut data).map_err(|e| e.to_string())?;
+        let out = data.finish().map_err(|e| e.to_string())?;
+        out.close().map_err(|e| e.to_string())
+    });
+    Ok(Sending {
+        id,
+        chunks: rx,
+        encoder,
+    })
+}
+
+/// A `Write` that hands blocks of about [`ENCODE_CHUNK`] bytes to the
+/// session through a small bounded channel (so memory stays bounded).
+struct ChannelWriter {
+    tx: mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn push(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(ENCODE_CHUNK + 64));
+        self.tx
+            .blocking_send(full)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "session closed"))
+    }
+
+    fn close(mut self) -> std::io::Result<()> {
+        self.push()
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= ENCODE_CHUNK {
+            self.push()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,427 @@
+//! The transfer engine end to end: real nodes on 127.0.0.1 in one process.
+
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use spore_core::{GROUP_SIZE, Hash, group_count};
+use spore_net::{CancellationToken, Multiaddr, NetConfig, NetNode, PeerId};
+use spore_node::{
+    Home, Node, NodeConfig,
+    transfer::{DownloadHandle, Progress, TransferConfig},
+};
+use spore_store::{ChunkNum, ChunkRanges, Store};
+use spore_transfer::wire::{self, DataWriter, Decoder, Hello, Message, Status};
+use tempfile::TempDir;
+
+const MIB: u64 = 1024 * 1024;
+
+struct TestNode {
+    node: Arc<Node>,
+    dir: TempDir,
+}
+
+async fn start_in(dir: TempDir, transfer: TransferConfig) -> TestNode {
+    let home = Home::under(dir.path());
+    let mut config = NodeConfig::load(&home).unwrap();
+    let files = (
+        config.net.identity_file.clone(),
+        config.net.address_book_file.clone(),
+    );
+    config.net = NetConfig::for_tests();
+    (config.net.identity_file, config.net.address_book_file) = files;
+    config.transfer = transfer;
+    let node = Node::start(home, config, CancellationToken::new())
+        .await
+        .unwrap();
+    TestNode { node, dir }
+}
+
+async fn start(transfer: TransferConfig) -> TestNode {
+    start_in(TempDir::new().unwrap(), transfer).await
+}
+
+fn limited(bytes_per_sec: u64) -> TransferConfig {
+    TransferConfig {
+        max_upload: bytes_per_sec,
+        discovery_interval_secs: 1,
+        ..TransferConfig::default()
+    }
+}
+
+fn fast() -> TransferConfig {
+    TransferConfig {
+        discovery_interval_secs: 1,
+        ..TransferConfig::default()
+    }
+}
+
+async fn provider(n: &TestNode) -> (PeerId, Vec<Multiaddr>) {
+    (
+        n.node.net().local_peer_id(),
+        n.node.net().listen_addrs().await.unwrap(),
+    )
+}
+
+/// Deterministic pseudo-random bytes.
+fn data(len: u64, seed: u8) -> Vec<u8> {
+    let mut out = vec![0u8; len as usize];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+async fn seed_with(n: &TestNode, bytes: &[u8]) -> Hash {
+    let store = n.node.store().clone();
+    let bytes = bytes.to_vec();
+    let added = tokio::task::spawn_blocking(move || store.add_bytes(&bytes, "blob"))
+        .await
+        .unwrap()
+        .unwrap();
+    added.hash
+}
+
+async fn wait(handle: &DownloadHandle, secs: u64) -> Progress {
+    tokio::time::timeout(Duration::from_secs(secs), handle.wait())
+        .await
+        .unwrap_or_else(|_| panic!("download timed out: {:?}", handle.progress()))
+        .unwrap()
+}
+
+async fn assert_stored(n: &TestNode, hash: Hash, expected: &[u8]) {
+    let store = n.node.store().clone();
+    let (complete, bytes) = tokio::task::spawn_blocking(move || {
+        (
+            store.has_complete(&hash).unwrap(),
+            store.blob(&hash).unwrap().read_all().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(complete, "the blob is complete in the store");
+    assert!(bytes == expected, "content differs");
+}
+
+/// Waits until at least `bytes` are verified.
+async fn wait_for_bytes(handle: &DownloadHandle, bytes: u64) {
+    let mut rx = handle.subscribe();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if rx.borrow_and_update().verified_bytes >= bytes {
+                return;
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_seed_one_leecher() {
+    let seed = start(fast()).await;
+    let leecher = start(fast()).await;
+    let content = data(8 * MIB + 1234, 1);
+    let hash = seed_with(&seed, &content).await;
+    assert_eq!(hash, Hash::of(&content));
+
+    let started = std::time::Instant::now();
+    let handle = leecher.node.download(hash, vec![provider(&seed).await]);
+    let progress = wait(&handle, 30).await;
+    eprintln!("1→1 8 MiB in {:?}: {progress:?}", started.elapsed());
+    assert_eq!(progress.size, Some(content.len() as u64));
+    assert_eq!(progress.verified_bytes, content.len() as u64);
+    assert_stored(&leecher, hash, &content).await;
+
+    // The leecher now serves it too.
+    let third = start(fast()).await;
+    let handle = third.node.download(hash, vec![provider(&leecher).await]);
+    wait(&handle, 30).await;
+    assert_stored(&third, hash, &content).await;
+
+    for n in [seed, leecher, third] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_seeds_all_contribute() {
+    let content = data(16 * MIB, 2);
+    let mut seeds = Vec::new();
+    for _ in 0..4 {
+        let s = start(limited(4 * MIB)).await;
+        seed_with(&s, &content).await;
+        seeds.push(s);
+    }
+    let hash = Hash::of(&content);
+    let leecher = start(fast()).await;
+    let mut providers = Vec::new();
+    for s in &seeds {
+        providers.push(provider(s).await);
+    }
+    let started = std::time::Instant::now();
+    let handle = leecher.node.download(hash, providers);
+    let progress = wait(&handle, 60).await;
+    eprintln!(
+        "4→1 16 MiB in {:?}: {:?}",
+        started.elapsed(),
+        progress.sources
+    );
+    assert_stored(&leecher, hash, &content).await;
+    for s in &seeds {
+        let id = s.node.net().local_peer_id();
+        let got = progress
+            .sources
+            .iter()
+            .find(|p| p.peer == id)
+            .map_or(0, |p| p.useful_bytes);
+        assert!(got >= MIB, "seed {id} contributed only {got} bytes");
+    }
+    leecher.node.shutdown().await;
+    for s in seeds {
+        s.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leechers_upload_to_each_other() {
+    let content = data(12 * MIB, 3);
+    let seed = start(limited(3 * MIB)).await;
+    let hash = seed_with(&seed, &content).await;
+    let seed_provider = provider(&seed).await;
+    let mut leechers = Vec::new();
+    for _ in 0..3 {
+        leechers.push(start(fast()).await);
+    }
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = leechers
+        .iter()
+        .map(|l| l.node.download(hash, vec![seed_provider.clone()]))
+        .collect();
+    for (h, l) in handles.iter().zip(&leechers) {
+        wait(h, 90).await;
+        assert_stored(l, hash, &content).await;
+    }
+    let seed_up = seed.node.transfer().upload_stats().total;
+    let leecher_up: u64 = leechers
+        .iter()
+        .map(|l| l.node.transfer().upload_stats().total)
+        .sum();
+    let share = leecher_up as f64 / (leecher_up + seed_up) as f64;
+    eprintln!(
+        "1→3 12 MiB in {:?}: seed uploaded {seed_up}, leechers {leecher_up} ({:.0}%)",
+        started.elapsed(),
+        share * 100.0
+    );
+    assert!(
+        share >= 0.3,
+        "leechers uploaded only {:.0}% of the bytes",
+        share * 100.0
+    );
+    seed.node.shutdown().await;
+    for l in leechers {
+        l.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_that_leaves_halfway() {
+    let content = data(12 * MIB, 4);
+    let a = start(limited(3 * MIB)).await;
+    let b = start(limited(3 * MIB)).await;
+    let hash = seed_with(&a, &content).await;
+    seed_with(&b, &content).await;
+    let leecher = start(fast()).await;
+    let handle = leecher
+        .node
+        .download(hash, vec![provider(&a).await, provider(&b).await]);
+    wait_for_bytes(&handle, content.len() as u64 / 3).await;
+    a.node.shutdown().await;
+    let progress = wait(&handle, 60).await;
+    eprintln!("seed left halfway: {:?}", progress.sources);
+    assert_stored(&leecher, hash, &content).await;
+    leecher.node.shutdown().await;
+    b.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liar_is_banned_and_the_download_completes() {
+    let content = data(8 * MIB, 5);
+    let honest = start(limited(4 * MIB)).await;
+    let hash = seed_with(&honest, &content).await;
+    let (liar, liar_addrs, liar_cancel, liar_task) = start_liar(&content).await;
+    let leecher = start(fast()).await;
+    let handle = leecher
+        .node
+        .download(hash, vec![(liar, liar_addrs), provider(&honest).await]);
+    let progress = wait(&handle, 60).await;
+    eprintln!("with a liar: {:?}", progress.sources);
+    assert_stored(&leecher, hash, &content).await;
+    let l = progress
+        .sources
+        .iter()
+        .find(|p| p.peer == liar)
+        .expect("the liar was used");
+    assert!(l.banned, "the liar is banned");
+    assert_eq!(l.bad_groups, 3, "banned at the third bad group");
+    liar_cancel.cancel();
+    liar_task.await.unwrap();
+    leecher.node.shutdown().await;
+    honest.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_download_resumes_where_it_was() {
+    let content = data(12 * MIB, 6);
+    let seed = start(limited(3 * MIB)).await;
+    let hash = seed_with(&seed, &content).await;
+    let leecher = start(fast()).await;
+    let handle = leecher.node.download(hash, vec![provider(&seed).await]);
+    wait_for_bytes(&handle, 5 * MIB).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await; // a flush happened
+    let TestNode { node, dir } = leecher;
+    node.shutdown().await;
+    assert!(handle.wait().await.is_err(), "the first run did not finish");
+    let uploaded_before = seed.node.transfer().upload_stats().total;
+
+    let leecher = start_in(dir, fast()).await;
+    let store = leecher.node.store().clone();
+    let record = tokio::task::spawn_blocking(move || store.get(&hash).unwrap())
+        .await
+        .unwrap()
+        .expect("the partial survived");
+    let spore_store::BlobState::Partial(bits) = record.state else {
+        panic!("not partial: {:?}", record.state)
+    };
+    let kept = bits.count_ones() * GROUP_SIZE;
+    assert!(kept >= 4 * MIB, "only {kept} bytes kept");
+
+    let handle = leecher.node.download(hash, vec![provider(&seed).await]);
+    let progress = wait(&handle, 60).await;
+    assert_stored(&leecher, hash, &content).await;
+    let second = seed.node.transfer().upload_stats().total - uploaded_before;
+    let missing = content.len() as u64 - kept;
+    eprintln!(
+        "resume: kept {kept}, resumed {}, second run fetched {second} for {missing} missing",
+        progress.resumed_bytes
+    );
+    assert!(progress.resumed_bytes >= kept);
+    assert!(
+        second <= missing + content.len() as u64 / 10,
+        "the second run fetched {second} bytes for {missing} missing"
+    );
+    leecher.node.shutdown().await;
+    seed.node.shutdown().await;
+}
+
+// ---- a peer that lies ----
+
+/// A bare network node that speaks `/spore/blob/1` and corrupts every
+/// payload, except the blob's last group (so it passes the size check and
+/// has to be caught by the per-group verification).
+async fn start_liar(
+    content: &[u8],
+) -> (
+    PeerId,
+    Vec<Multiaddr>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let store = Store::in_memory();
+    let hash = store.add_bytes(content, "blob").unwrap().hash;
+    let blob = store.blob(&hash).unwrap();
+    let size = content.len() as u64;
+    let cancel = CancellationToken::new();
+    let net = NetNode::start(NetConfig::for_tests(), cancel.child_token())
+        .await
+        .unwrap();
+    let peer = net.peer_id();
+    let addrs = net.handle().listen_addrs().await.unwrap();
+    let mut incoming = net.handle().accept_streams(wire::PROTOCOL).unwrap();
+    let stop = cancel.clone();
+    let task = tokio::spawn(async move {
+        let mut sessions = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                next = incoming.next() => {
+                    let Some((_, stream)) = next else { break };
+                    sessions.spawn(lie(stream, hash, size, blob.clone()));
+                }
+            }
+        }
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
+        net.shutdown().await;
+    });
+    (peer, addrs, cancel, task)
+}
+
+async fn lie(stream: spore_net::Stream, hash: Hash, size: u64, blob: spore_store::Blob) {
+    let (mut r, mut w) = stream.split();
+    let mut decoder = Decoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let last = group_count(size) - 1;
+    loop {
+        let msg = loop {
+            match decoder.decode_next() {
+                Ok(Some(m)) => break m,
+                Ok(None) => {}
+                Err(_) => return,
+            }
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => decoder.push(&buf[..n]),
+            }
+        };
+        let mut out = Vec::new();
+        match msg {
+            Message::Hello(_) => {
+                for m in [
+                    Message::Hello(Hello {
+                        version: 1,
+                        hash,
+                        max_in_flight: 64,
+                        capabilities: 0,
+                    }),
+                    Message::HaveAll { hash, size },
+                ] {
+                    wire::encode(&m, &mut out).unwrap();
+                }
+            }
+            Message::Interested => wire::encode(&Message::Unchoke, &mut out).unwrap(),
+            Message::Request(req) => {
+                let c = wire::group_chunks(req.groups.clone());
+                let ranges = ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end));
+                let mut payload = Vec::new();
+                blob.encode(&ranges, &mut payload).unwrap();
+                if !req.groups.contains(&last) {
+                    let at = payload.len() - 1;
+                    payload[at] ^= 0xff; // the request's last group is bad
+                }
+                let header = Message::Response {
+                    id: req.id,
+                    status: Status::Ok,
+                };
+                wire::encode(&header, &mut out).unwrap();
+                let mut frames = DataWriter::new(req.id, 256 * 1024, &mut out);
+                std::io::Write::write_all(&mut frames, &payload).unwrap();
+                frames.finish().unwrap();
+                let end = Message::End {
+                    id: req.id,
+                    status: Status::Ok,
+                };
+                wire::encode(&end, &mut out).unwrap();
+            }
+            Message::Ping { nonce } => wire::encode(&Message::Pong { nonce }, &mut out).unwrap(),
+            Message::Error { .. } => return,
+            _ => {}
+        }
+        if !out.is_empty() && (w.write_all(&out).await.is_err() || w.flush().await.is_err()) {
+            return;
+        }
+    }
+}
