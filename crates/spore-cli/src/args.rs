@@ -94,6 +94,29 @@ pub(crate) enum NetworkCommand {
     },
     /// Disconnect the running node from a peer.
     Disconnect { peer_id: String },
+    /// Share a file: add it in place and make sure a node serves it (the
+    /// running node, or this command until Ctrl-C). Prints the ticket.
+    Share {
+        path: std::path::PathBuf,
+        /// Copy the bytes into the store instead of referencing them in place.
+        #[arg(long)]
+        copy: bool,
+    },
+    /// Download a blob from every peer that has it, verified as it arrives.
+    Get {
+        /// A ticket (its providers are dialled directly) or a content id (found in the DHT).
+        ticket: String,
+        /// Write the result to this file (or into this directory); without it
+        /// the blob stays in the store.
+        #[arg(short, long, value_name = "DEST")]
+        output: Option<std::path::PathBuf>,
+        /// Replace DEST if it exists.
+        #[arg(long)]
+        force: bool,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
     /// Find peers that provide content, in the DHT.
     Find {
         /// A content id or a ticket.

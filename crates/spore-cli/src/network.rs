@@ -25,6 +25,13 @@ pub(crate) fn run(home: &Home, command: NetworkCommand, json: bool) -> Result<()
         NetworkCommand::Connect { addr } => connect(home, &addr, json),
         NetworkCommand::Disconnect { peer_id } => disconnect(home, &peer_id, json),
         NetworkCommand::Find { id } => find(home, &id, json),
+        NetworkCommand::Share { path, copy } => crate::transfer::share(home, &path, copy, json),
+        NetworkCommand::Get {
+            ticket,
+            output,
+            force,
+            no_progress,
+        } => crate::transfer::get(home, &ticket, output.as_deref(), force, no_progress, json),
     }
 }
 

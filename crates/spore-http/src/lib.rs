@@ -56,7 +56,7 @@ impl AppState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "spore node API", description = "Control a spore node. Send `Authorization: Bearer <token>`; the token is in `<home>/config/api-token`."),
-    paths(routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect),
+    paths(routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect, routes::start_download, routes::list_downloads, routes::get_download, routes::cancel_download),
     modifiers(&BearerToken)
 )]
 struct ApiDoc;
@@ -87,6 +87,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/providers/{id}", get(routes::providers))
         .route("/v1/connect", post(routes::connect))
         .route("/v1/disconnect", post(routes::disconnect))
+        .route(
+            "/v1/downloads",
+            post(routes::start_download).get(routes::list_downloads),
+        )
+        .route(
+            "/v1/downloads/{id}",
+            get(routes::get_download).delete(routes::cancel_download),
+        )
         .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

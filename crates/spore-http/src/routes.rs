@@ -278,3 +278,150 @@ pub(crate) async fn disconnect(
     state.node.net().disconnect(peer).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SourceOut {
+    peer_id: String,
+    useful_bytes: u64,
+    bad_groups: u32,
+    banned: bool,
+}
+
+/// A download and how far it is.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DownloadOut {
+    id: String,
+    /// Known once a source announced it and the last group verified.
+    size: Option<u64>,
+    verified_bytes: u64,
+    resumed_bytes: u64,
+    peers: usize,
+    /// Verified bytes per second, recently.
+    rate: f64,
+    /// `starting`, `downloading`, `done`, `failed` or `cancelled`.
+    state: String,
+    error: Option<String>,
+    sources: Vec<SourceOut>,
+}
+
+fn download_out(handle: &spore_node::transfer::DownloadHandle) -> DownloadOut {
+    use spore_node::transfer::DownloadState;
+    let p = handle.progress();
+    let (state, error) = match &p.state {
+        DownloadState::Starting => ("starting", None),
+        DownloadState::Downloading => ("downloading", None),
+        DownloadState::Done => ("done", None),
+        DownloadState::Failed(e) => ("failed", Some(e.clone())),
+    };
+    let state = if handle.is_cancelled() && !p.is_finished() {
+        "cancelled"
+    } else {
+        state
+    };
+    DownloadOut {
+        id: p.hash.clone(),
+        size: p.size,
+        verified_bytes: p.verified_bytes,
+        resumed_bytes: p.resumed_bytes,
+        peers: p.peers,
+        rate: p.rate,
+        state: state.to_string(),
+        error,
+        sources: p
+            .sources
+            .iter()
+            .map(|s| SourceOut {
+                peer_id: s.peer.to_string(),
+                useful_bytes: s.useful_bytes,
+                bad_groups: s.bad_groups,
+                banned: s.banned,
+            })
+            .collect(),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct DownloadRequestIn {
+    /// A ticket (`spore1…`, its providers are dialled) or a content id (found in the DHT).
+    ticket: String,
+}
+
+/// Starts downloading a blob (or joins the download already running).
+#[utoipa::path(post, path = "/v1/downloads", security(("token" = [])), request_body = DownloadRequestIn,
+    responses((status = 200, body = DownloadOut), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody)))]
+pub(crate) async fn start_download(
+    State(state): State<AppState>,
+    Json(request): Json<DownloadRequestIn>,
+) -> Result<Json<DownloadOut>, ApiError> {
+    let text = request.ticket.trim();
+    let (hash, kind, providers) = if text.len() > 5 && text[..5].eq_ignore_ascii_case("spore") {
+        let ticket: Ticket = text
+            .parse()
+            .map_err(|e| ApiError::bad_request(format!("bad ticket: {e}")))?;
+        let providers = ticket
+            .providers
+            .iter()
+            .filter_map(|h| spore_net::from_hint(h).ok())
+            .collect();
+        (ticket.hash, ticket.kind, providers)
+    } else {
+        (parse_id(text)?, ContentKind::Blob, Vec::new())
+    };
+    if kind == ContentKind::Collection {
+        return Err(ApiError::bad_request(
+            "downloading collections is not supported yet; download their files by id",
+        ));
+    }
+    let handle = state.node.download(hash, providers);
+    Ok(Json(download_out(&handle)))
+}
+
+/// Downloads started since the node started.
+#[utoipa::path(get, path = "/v1/downloads", security(("token" = [])),
+    responses((status = 200, body = Vec<DownloadOut>), (status = 401, body = crate::error::ErrorBody)))]
+pub(crate) async fn list_downloads(State(state): State<AppState>) -> Json<Vec<DownloadOut>> {
+    Json(
+        state
+            .node
+            .transfer()
+            .downloads()
+            .iter()
+            .map(download_out)
+            .collect(),
+    )
+}
+
+fn find_download(
+    state: &AppState,
+    id: &str,
+) -> Result<spore_node::transfer::DownloadHandle, ApiError> {
+    let hash = parse_id(id)?;
+    state
+        .node
+        .transfer()
+        .find_download(&hash)
+        .ok_or_else(|| ApiError::not_found(format!("no download of {hash}")))
+}
+
+/// One download.
+#[utoipa::path(get, path = "/v1/downloads/{id}", security(("token" = [])),
+    params(("id" = String, Path, description = "content id")),
+    responses((status = 200, body = DownloadOut), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn get_download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DownloadOut>, ApiError> {
+    Ok(Json(download_out(&find_download(&state, &id)?)))
+}
+
+/// Cancels a download; its verified groups stay, so starting it again resumes.
+#[utoipa::path(delete, path = "/v1/downloads/{id}", security(("token" = [])),
+    params(("id" = String, Path, description = "content id")),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn cancel_download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    find_download(&state, &id)?.cancel();
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -55,6 +55,13 @@ async fn call(
             .build()
             .into();
         let mut response = match (method, body) {
+            ("DELETE", _) => {
+                let mut req = agent.delete(&url);
+                for (k, v) in &headers {
+                    req = req.header(*k, v);
+                }
+                req.call().unwrap()
+            }
             ("GET", _) => {
                 let mut req = agent.get(&url);
                 for (k, v) in &headers {
@@ -336,4 +343,92 @@ async fn shutdown_leaves_no_task_behind() {
         before,
         "every task of the node and its API has ended"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_start_report_progress_and_finish() {
+    let a = start().await;
+    let b = start().await;
+    let file = a._dir.path().join("movie.bin");
+    let bytes: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let added = a.post("/v1/add", json!({"path": file})).await.1;
+    let ticket = added["ticket"].as_str().unwrap();
+    let id = added["id"].as_str().unwrap();
+
+    let (status, body) = b.post("/v1/downloads", json!({"ticket": ticket})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], id);
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = b.get(&format!("/v1/downloads/{id}")).await.1;
+        if last["state"] == "done" || last["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["state"], "done", "{last}");
+    assert_eq!(last["verified_bytes"], 2_000_000);
+    assert!(
+        last["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["useful_bytes"].as_u64() > Some(0))
+    );
+    let (_, list) = b.get("/v1/downloads").await;
+    assert!(list.as_array().unwrap().iter().any(|d| d["id"] == id));
+    // the download is in b's store, tagged, and verified
+    let hash: spore_core::Hash = id.parse().unwrap();
+    assert_eq!(
+        b.daemon
+            .node()
+            .store()
+            .blob(&hash)
+            .unwrap()
+            .read_all()
+            .unwrap(),
+        bytes
+    );
+    assert!(
+        b.daemon
+            .node()
+            .store()
+            .get(&hash)
+            .unwrap()
+            .unwrap()
+            .tag
+            .is_some()
+    );
+
+    let (status, _) = b
+        .post("/v1/downloads", json!({"ticket": "spore1garbage"}))
+        .await;
+    assert_eq!(status, 400);
+    let collection = Ticket::new(spore_core::ContentKind::Collection, hash).to_string();
+    let (status, _) = b.post("/v1/downloads", json!({"ticket": collection})).await;
+    assert_eq!(status, 400);
+    let missing = "0".repeat(64);
+    assert_eq!(b.get(&format!("/v1/downloads/{missing}")).await.0, 404);
+    let (status, body) = call(
+        "DELETE",
+        format!("{}/v1/downloads/{missing}", b.base),
+        b.auth(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, _) = call(
+        "DELETE",
+        format!("{}/v1/downloads/{id}", b.base),
+        b.auth(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "cancelling a finished download is harmless");
+    b.daemon.shutdown().await;
+    a.daemon.shutdown().await;
 }

@@ -946,6 +946,13 @@ fn worker(
     };
     let finish = |p: PartialBlob| match p.finish() {
         Ok(blob) => {
+            // What the user fetched is theirs: tag it, so garbage collection keeps it.
+            if let Ok(Some(record)) = store.get(&blob.hash())
+                && record.tag.is_none()
+                && let Err(e) = store.tag(&blob.hash(), spore_store::Tag::now(blob.hash().short()))
+            {
+                tracing::warn!(hash = %blob.hash(), "could not tag the download: {e}");
+            }
             view.send_replace(Some(blob));
             report(Done::Finished);
         }

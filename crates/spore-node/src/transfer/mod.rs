@@ -175,6 +175,11 @@ impl DownloadHandle {
         self.progress.borrow().clone()
     }
 
+    /// True once [`DownloadHandle::cancel`] (or the node's shutdown) stopped it.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
     /// A receiver that sees every new snapshot.
     pub fn subscribe(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
@@ -239,6 +244,8 @@ pub(crate) struct Shared {
     pub(crate) config: TransferConfig,
     pub(crate) cancel: CancellationToken,
     pub(crate) downloads: Mutex<HashMap<Hash, ActiveDownload>>,
+    /// The latest downloads, finished ones included, for the API (bounded).
+    pub(crate) recent: Mutex<std::collections::VecDeque<DownloadHandle>>,
     pub(crate) choker: Mutex<Choker<PeerId>>,
     pub(crate) upload_limit: Mutex<RateLimiter<PeerId>>,
     pub(crate) download_limit: Mutex<RateLimiter<PeerId>>,
@@ -297,6 +304,9 @@ impl Shared {
     }
 }
 
+/// How many downloads [`Transfer::downloads`] remembers, finished ones included.
+const MAX_RECENT_DOWNLOADS: usize = 256;
+
 /// The engine a node owns: serves every stored blob and runs downloads.
 #[derive(Debug, Clone)]
 pub struct Transfer {
@@ -330,6 +340,7 @@ impl Transfer {
             config,
             cancel,
             downloads: Mutex::new(HashMap::new()),
+            recent: Mutex::new(std::collections::VecDeque::new()),
             choker: Mutex::new(choker),
             serve_sessions: Mutex::new(HashMap::new()),
             uploads: Mutex::new(UploadStats::default()),
@@ -369,6 +380,14 @@ impl Transfer {
             },
         );
         drop(downloads);
+        {
+            let mut recent = lock(&self.shared.recent);
+            recent.retain(|h| h.hash != request.hash);
+            if recent.len() >= MAX_RECENT_DOWNLOADS {
+                recent.pop_front();
+            }
+            recent.push_back(handle.clone());
+        }
         let task = fetch::run(
             self.shared.clone(),
             request,
@@ -379,6 +398,20 @@ impl Transfer {
         );
         lock(&self.shared.tasks).spawn(task);
         handle
+    }
+
+    /// The latest downloads (at most 256), running ones first.
+    pub fn downloads(&self) -> Vec<DownloadHandle> {
+        let mut all: Vec<DownloadHandle> = lock(&self.shared.recent).iter().cloned().collect();
+        all.sort_by_key(|h| h.progress().is_finished());
+        all
+    }
+
+    pub fn find_download(&self, hash: &Hash) -> Option<DownloadHandle> {
+        lock(&self.shared.recent)
+            .iter()
+            .find(|h| h.hash == *hash)
+            .cloned()
     }
 
     /// What this node uploaded so far.
