@@ -82,6 +82,14 @@ fn leecher_home(dir: &Path) -> std::path::PathBuf {
     home
 }
 
+/// Writes `len` bytes to `file`, shares it from `seed_home`, returns the ticket.
+fn share(seed_home: &Path, file: &Path, len: usize) -> String {
+    std::fs::write(file, pattern(len)).unwrap();
+    let shared: Value =
+        serde_json::from_str(&ok(seed_home, &["--json", "share", file.to_str().unwrap()])).unwrap();
+    shared["ticket"].as_str().unwrap().to_string()
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(29) ^ (i >> 13) as u8)
@@ -94,13 +102,7 @@ fn share_then_get_with_and_without_a_running_node() {
     let seed_home = dir.path().join("seed");
     let _seed = seed_node(&seed_home, 0);
     let file = dir.path().join("talk.mkv");
-    std::fs::write(&file, pattern(3_000_000)).unwrap();
-    let shared: Value = serde_json::from_str(&ok(
-        &seed_home,
-        &["--json", "share", file.to_str().unwrap()],
-    ))
-    .unwrap();
-    let ticket = shared["ticket"].as_str().unwrap();
+    let ticket = &share(&seed_home, &file, 3_000_000);
 
     // no node runs for the leecher: `get` brings its own
     let home = leecher_home(dir.path());
@@ -158,13 +160,7 @@ fn get_resumes_after_kill_9() {
     // 4 MB/s upload: 16 MB take about 4 s
     let _seed = seed_node(&seed_home, 4_000_000);
     let file = dir.path().join("big.bin");
-    std::fs::write(&file, pattern(16_000_000)).unwrap();
-    let shared: Value = serde_json::from_str(&ok(
-        &seed_home,
-        &["--json", "share", file.to_str().unwrap()],
-    ))
-    .unwrap();
-    let ticket = shared["ticket"].as_str().unwrap();
+    let ticket = &share(&seed_home, &file, 16_000_000);
 
     let home = leecher_home(dir.path());
     let mut get = spore(&home)
