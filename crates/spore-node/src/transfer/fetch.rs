@@ -310,6 +310,10 @@ pub(super) async fn run(
         {
             downloads.remove(&hash);
         }
+        // with nothing left to fetch, upload slots go round robin (seeding)
+        if downloads.is_empty() {
+            lock(&c.shared.choker).set_downloading(false);
+        }
     }
     tracing::debug!(%hash, finished = c.finished, "download task ends");
 }

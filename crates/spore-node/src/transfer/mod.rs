@@ -379,6 +379,8 @@ impl Transfer {
                 handle: handle.clone(),
             },
         );
+        // while downloading, upload slots go to the peers that upload to us fastest
+        lock(&self.shared.choker).set_downloading(true);
         drop(downloads);
         {
             let mut recent = lock(&self.shared.recent);
