@@ -108,7 +108,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
 }
 
 /// Writes `size` pseudo-random bytes (fast, incompressible enough for hashing).
-fn generate(path: &Path, size: u64) -> Result<PathBuf> {
+pub(crate) fn generate(path: &Path, size: u64) -> Result<PathBuf> {
     use std::io::Write;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut state = 0x9e37_79b9_7f4a_7c15u64;

@@ -1,9 +1,10 @@
 //! Benchmarks that print numbers side by side with the reference tools named
 //! in DESIGN.md §8. They are commands, not tests: nothing here asserts a time.
 //!
-//! `cargo run --release -p spore-bench -- import` (see docs/benchmarks.md).
+//! `cargo run --release -p spore-bench -- import|transfer` (see docs/benchmarks.md).
 
 mod import;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 
@@ -21,10 +22,14 @@ struct Cli {
 enum Bench {
     /// `spore add` (hash + bao outboard, in place) against `b3sum` on the same file.
     Import(import::Args),
+    /// One node downloads a blob from another (both in this process, on
+    /// loopback), verified and written to disk.
+    Transfer(transfer::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Import(args) => import::run(args),
+        Bench::Transfer(args) => transfer::run(args),
     }
 }

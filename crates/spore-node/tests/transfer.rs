@@ -425,29 +425,3 @@ async fn lie(stream: spore_net::Stream, hash: Hash, size: u64, blob: spore_store
         }
     }
 }
-
-/// Loopback throughput, 1→1 (`SPORE_BENCH_MIB`, default 256), verified and
-/// written to disk. Not a test: run with `--release -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn throughput_one_to_one() {
-    let mib: u64 = std::env::var("SPORE_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    let seed = start(fast()).await;
-    let leecher = start(fast()).await;
-    let content = data(mib * MIB, 7);
-    let hash = seed_with(&seed, &content).await;
-    drop(content);
-    let started = std::time::Instant::now();
-    let handle = leecher.node.download(hash, vec![provider(&seed).await]);
-    wait(&handle, 600).await;
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "1→1 {mib} MiB in {secs:.2} s: {:.0} MiB/s",
-        mib as f64 / secs
-    );
-    seed.node.shutdown().await;
-    leecher.node.shutdown().await;
-}
