@@ -51,19 +51,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
 /// Accepts a full content id, a unique hex prefix of one in the store, or a ticket.
 fn resolve(store: &Store, id: &str) -> Result<Hash> {
     let id = id.trim();
-    if id.len() >= 5 && id[..5].eq_ignore_ascii_case("spore") {
-        let ticket: Ticket = id.parse().context("reading the ticket")?;
-        return Ok(ticket.hash);
-    }
-    if id.len() == 64 {
-        return id
-            .parse::<Hash>()
-            .with_context(|| format!("{id:?} is not a content id"));
-    }
-    if id.len() < 4 || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-        bail!(
-            "{id:?} is not a content id (64 hex digits, or a unique prefix of at least 4) nor a ticket"
-        );
+    let is_prefix = (4..64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_hexdigit());
+    if !is_prefix {
+        return Ok(Ticket::from_ticket_or_id(id)?.hash);
     }
     let prefix = id.to_ascii_lowercase();
     let matches: Vec<Hash> = store

@@ -284,11 +284,7 @@ async fn find_with_ephemeral_node(home: &Home, hash: Hash) -> Result<Vec<(String
 }
 
 fn parse_id(id: &str) -> Result<Hash> {
-    if id.len() > 5 && id[..5].eq_ignore_ascii_case("spore") {
-        return Ok(id.parse::<Ticket>().context("reading the ticket")?.hash);
-    }
-    id.parse::<Hash>()
-        .with_context(|| format!("{id:?} is not a content id"))
+    Ok(Ticket::from_ticket_or_id(id)?.hash)
 }
 
 fn print(value: &Value) -> Result<()> {

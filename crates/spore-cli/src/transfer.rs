@@ -16,20 +16,13 @@ use crate::client::Daemon;
 type Providers = Vec<(PeerId, Vec<Multiaddr>)>;
 
 fn parse_target(text: &str) -> Result<(Hash, ContentKind, Providers)> {
-    let text = text.trim();
-    if text.len() > 5 && text[..5].eq_ignore_ascii_case("spore") {
-        let ticket: Ticket = text.parse().context("reading the ticket")?;
-        let providers = ticket
-            .providers
-            .iter()
-            .filter_map(|h| spore_net::from_hint(h).ok())
-            .collect();
-        return Ok((ticket.hash, ticket.kind, providers));
-    }
-    let hash = text
-        .parse::<Hash>()
-        .with_context(|| format!("{text:?} is neither a ticket nor a content id"))?;
-    Ok((hash, ContentKind::Blob, Vec::new()))
+    let ticket = Ticket::from_ticket_or_id(text)?;
+    let providers = ticket
+        .providers
+        .iter()
+        .filter_map(|h| spore_net::from_hint(h).ok())
+        .collect();
+    Ok((ticket.hash, ticket.kind, providers))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -15,7 +15,7 @@ pub use bitfield::{Bitfield, BitfieldError};
 pub use collection::{Collection, CollectionEntry, CollectionError, MODE_MASK};
 pub use hash::{Hash, HashParseError};
 pub use path::{PathError, RelativePath};
-pub use ticket::{ContentKind, ProviderHint, Ticket, TicketError};
+pub use ticket::{ContentKind, ContentRefError, ProviderHint, Ticket, TicketError};
 
 /// BLAKE3 hashes 1 KiB chunks; bao-tree groups `2^GROUP_LOG` chunks into one
 /// verifiable unit.

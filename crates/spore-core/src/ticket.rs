@@ -9,7 +9,7 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Hash;
+use crate::{Hash, HashParseError};
 
 const PREFIX: &str = "spore";
 const VERSION: char = '1';
@@ -83,6 +83,15 @@ pub enum TicketError {
     Limit(String),
 }
 
+/// Why text is neither a ticket nor a content id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentRefError {
+    #[error("bad ticket: {0}")]
+    Ticket(#[from] TicketError),
+    #[error("not a content id nor a ticket ({0})")]
+    Id(#[from] HashParseError),
+}
+
 const BASE32: data_encoding::Encoding = data_encoding::BASE32_NOPAD;
 
 impl Ticket {
@@ -92,6 +101,19 @@ impl Ticket {
             hash,
             providers: Vec::new(),
         }
+    }
+
+    /// Reads what a user may give where content is expected: a ticket, or a
+    /// bare content id (a blob, providers to be found in the DHT).
+    pub fn from_ticket_or_id(text: &str) -> Result<Self, ContentRefError> {
+        let text = text.trim();
+        if text
+            .get(..PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
+        {
+            return Ok(text.parse()?);
+        }
+        Ok(Self::new(ContentKind::Blob, text.parse()?))
     }
 
     pub fn with_providers(mut self, providers: Vec<ProviderHint>) -> Self {
@@ -256,6 +278,25 @@ mod tests {
         let t = Ticket::new(ContentKind::Blob, Hash::EMPTY)
             .with_providers(vec![provider; MAX_PROVIDERS]);
         assert_eq!(t.encode().parse::<Ticket>(), Ok(t));
+    }
+
+    #[test]
+    fn ticket_or_id() {
+        let t = sample();
+        assert_eq!(Ticket::from_ticket_or_id(&t.encode()), Ok(t));
+        let h = Hash::of(b"x");
+        assert_eq!(
+            Ticket::from_ticket_or_id(&format!(" {h} ")),
+            Ok(Ticket::new(ContentKind::Blob, h))
+        );
+        assert!(matches!(
+            Ticket::from_ticket_or_id("spore1zz"),
+            Err(ContentRefError::Ticket(_))
+        ));
+        assert!(matches!(
+            Ticket::from_ticket_or_id("abc"),
+            Err(ContentRefError::Id(_))
+        ));
     }
 
     proptest! {

@@ -201,15 +201,12 @@ pub(crate) struct ProviderOut {
     addrs: Vec<String>,
 }
 
+fn parse_ticket(text: &str) -> Result<Ticket, ApiError> {
+    Ticket::from_ticket_or_id(text).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
 fn parse_id(id: &str) -> Result<Hash, ApiError> {
-    if id.len() > 5 && id[..5].eq_ignore_ascii_case("spore") {
-        return id
-            .parse::<Ticket>()
-            .map(|t| t.hash)
-            .map_err(|e| ApiError::bad_request(format!("bad ticket: {e}")));
-    }
-    id.parse::<Hash>()
-        .map_err(|e| ApiError::bad_request(format!("bad content id: {e}")))
+    parse_ticket(id).map(|t| t.hash)
 }
 
 /// Peers that provide a content id, found in the DHT.
@@ -353,26 +350,18 @@ pub(crate) async fn start_download(
     State(state): State<AppState>,
     Json(request): Json<DownloadRequestIn>,
 ) -> Result<Json<DownloadOut>, ApiError> {
-    let text = request.ticket.trim();
-    let (hash, kind, providers) = if text.len() > 5 && text[..5].eq_ignore_ascii_case("spore") {
-        let ticket: Ticket = text
-            .parse()
-            .map_err(|e| ApiError::bad_request(format!("bad ticket: {e}")))?;
-        let providers = ticket
-            .providers
-            .iter()
-            .filter_map(|h| spore_net::from_hint(h).ok())
-            .collect();
-        (ticket.hash, ticket.kind, providers)
-    } else {
-        (parse_id(text)?, ContentKind::Blob, Vec::new())
-    };
-    if kind == ContentKind::Collection {
+    let ticket = parse_ticket(&request.ticket)?;
+    if ticket.kind == ContentKind::Collection {
         return Err(ApiError::bad_request(
             "downloading collections is not supported yet; download their files by id",
         ));
     }
-    let handle = state.node.download(hash, providers);
+    let providers = ticket
+        .providers
+        .iter()
+        .filter_map(|h| spore_net::from_hint(h).ok())
+        .collect();
+    let handle = state.node.download(ticket.hash, providers);
     Ok(Json(download_out(&handle)))
 }
 
