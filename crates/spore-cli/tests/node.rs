@@ -2,115 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
-use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+mod common;
 
+use std::time::Duration;
+
+use common::{RunningNode, ok};
 use serde_json::Value;
 use tempfile::TempDir;
-
-fn spore(home: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_spore"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn ok(home: &Path, args: &[&str]) -> String {
-    let out = spore(home, args);
-    assert!(
-        out.status.success(),
-        "spore {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-struct RunningNode {
-    child: Child,
-    home: PathBuf,
-    info: Value,
-}
-
-impl RunningNode {
-    fn start(home: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spore"))
-            .arg("--home")
-            .arg(home)
-            .args([
-                "--json",
-                "node",
-                "--port",
-                "0",
-                "--api",
-                "127.0.0.1:0",
-                "--listen-ip",
-                "127.0.0.1",
-            ])
-            .args(["--no-mdns", "--advertise-listen-addrs"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-        Self {
-            child,
-            home: home.to_path_buf(),
-            info,
-        }
-    }
-
-    fn addr(&self) -> String {
-        let tcp = self.info["listen_addrs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a.as_str().unwrap().contains("/tcp/"))
-            .unwrap();
-        format!(
-            "{}/p2p/{}",
-            tcp.as_str().unwrap(),
-            self.info["peer_id"].as_str().unwrap()
-        )
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the node did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for RunningNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
 
 #[test]
 fn node_runs_answers_and_stops_gracefully_keeping_its_identity() {
@@ -128,7 +26,10 @@ fn node_runs_answers_and_stops_gracefully_keeping_its_identity() {
     assert_eq!(status["peer_id"], node.info["peer_id"]);
 
     // a second node on the same home is refused with a clear message
-    let second = spore(&home, &["node", "--port", "0", "--api", "127.0.0.1:0"]);
+    let second = common::command(&home)
+        .args(["node", "--port", "0", "--api", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
 
@@ -146,7 +47,7 @@ fn node_runs_answers_and_stops_gracefully_keeping_its_identity() {
         !home_path.join("state/api.json").exists(),
         "the endpoint file is withdrawn"
     );
-    let status = spore(&home, &["status"]);
+    let status = common::command(&home).args(["status"]).output().unwrap();
     assert!(!status.status.success());
     assert!(String::from_utf8_lossy(&status.stderr).contains("no node is running"));
 
@@ -199,7 +100,10 @@ fn two_nodes_connect_and_find_content_through_the_dht() {
     );
     ok(&home_b, &["disconnect", &a_id]);
     assert!(ok(&home_a, &["connect", &b.addr()]).contains(b.info["peer_id"].as_str().unwrap()));
-    let bad = spore(&home_b, &["connect", "not-an-address"]);
+    let bad = common::command(&home_b)
+        .args(["connect", "not-an-address"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
 
     // with no daemon running, `find` starts a short-lived node of its own
@@ -228,7 +132,7 @@ fn a_broken_config_file_is_named_in_the_error() {
         "[net]\nlisten_port = \"many\"\n",
     )
     .unwrap();
-    let out = spore(dir.path(), &["node"]);
+    let out = common::command(dir.path()).args(["node"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -3,72 +3,23 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+mod common;
 
+use std::{path::Path, process::Stdio, time::Duration};
+
+use common::{RunningNode, command as spore, ok};
 use serde_json::Value;
 use tempfile::TempDir;
 
-fn spore(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spore"));
-    cmd.arg("--home").arg(home).env_remove("RUST_LOG");
-    cmd
-}
-
-fn ok(home: &Path, args: &[&str]) -> String {
-    let out = spore(home).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "spore {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A `spore node` process, killed (and reaped) when dropped, even on a panic.
-struct NodeProcess(Child);
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A `spore node` on 127.0.0.1 with an upload cap, so a download takes a while.
-fn seed_node(home: &Path, max_upload: u64) -> NodeProcess {
+fn seed_node(home: &Path, max_upload: u64) -> RunningNode {
     std::fs::create_dir_all(home.join("config")).unwrap();
     std::fs::write(
         home.join("config/spore.toml"),
         format!("[transfer]\nmax_upload = {max_upload}\n"),
     )
     .unwrap();
-    let mut child = spore(home)
-        .args([
-            "--json",
-            "node",
-            "--port",
-            "0",
-            "--api",
-            "127.0.0.1:0",
-            "--listen-ip",
-            "127.0.0.1",
-        ])
-        .args(["--no-mdns", "--advertise-listen-addrs"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("peer_id"), "{line}");
-    NodeProcess(child)
+    RunningNode::start(home, &[])
 }
 
 fn leecher_home(dir: &Path) -> std::path::PathBuf {
