@@ -44,6 +44,7 @@ use crate::{
     config::NetConfig,
     handle::{NetError, StartError},
     ip_limit::ip_of,
+    lan::LanDialer,
     types::{
         ConnectionInfo, Direction, DiscoverySource, LookupStats, NetEvent, NetStatus, PeerInfo,
         Provider, ProviderLookup, Reachability, TransportKind,
@@ -173,6 +174,7 @@ struct Actor {
     last_rendezvous: Instant,
     reachability: Reachability,
     relay_listeners: HashMap<PeerId, ListenerId>,
+    lan: LanDialer,
 }
 
 fn now_unix() -> u64 {
@@ -283,6 +285,7 @@ pub(crate) fn start(
         last_rendezvous: now,
         reachability: Reachability::Unknown,
         relay_listeners: HashMap::new(),
+        lan: LanDialer::default(),
     };
     let task = tokio::spawn(actor.run());
     Ok(Started {
@@ -388,6 +391,7 @@ impl Actor {
             self.last_rendezvous = now;
             self.rendezvous_refresh();
         }
+        self.dial_lan_peers();
         if self.book.is_dirty() && now.duration_since(self.last_book_save) >= BOOK_SAVE_EVERY {
             self.last_book_save = now;
             self.save_book();
@@ -777,6 +781,7 @@ impl Actor {
         endpoint: &ConnectedPoint,
         num_established: u32,
     ) {
+        self.lan.connected(&peer);
         let (remote_addr, direction) = match endpoint {
             ConnectedPoint::Dialer { address, .. } => (address.clone(), Direction::Outbound),
             ConnectedPoint::Listener { send_back_addr, .. } => {
@@ -855,13 +860,26 @@ impl Actor {
             peer_id: peer,
             source,
         });
-        // Two LAN peers discover each other at the same moment; when both
-        // dial, both handshakes can fail and neither retries (seen in about a
-        // quarter of mDNS test runs). Only the peer with the smaller id dials
-        // an mDNS discovery, the other waits for it.
-        let ours_to_dial = source != DiscoverySource::Mdns || *self.swarm.local_peer_id() < peer;
-        if ours_to_dial && !self.swarm.is_connected(&peer) {
-            self.dial_known(peer, addrs);
+        if self.swarm.is_connected(&peer) {
+            return;
+        }
+        match source {
+            DiscoverySource::Mdns => {
+                let we_go_first = *self.swarm.local_peer_id() < peer;
+                self.lan
+                    .discovered(peer, addrs, we_go_first, Instant::now());
+                self.dial_lan_peers();
+            }
+            DiscoverySource::Rendezvous => self.dial_known(peer, addrs),
+        }
+    }
+
+    /// LAN peers whose turn it is: first dials and retries (see [`LanDialer`]).
+    fn dial_lan_peers(&mut self) {
+        for (peer, addrs) in self.lan.due(Instant::now()) {
+            if !self.swarm.is_connected(&peer) {
+                self.dial_known(peer, addrs);
+            }
         }
     }
 
@@ -897,7 +915,11 @@ impl Actor {
                     self.on_discovered(peer, addrs, DiscoverySource::Mdns);
                 }
             }
-            BehaviourEvent::Mdns(_) => {}
+            BehaviourEvent::Mdns(libp2p::mdns::Event::Expired(list)) => {
+                for (peer, _) in list {
+                    self.lan.expired(&peer);
+                }
+            }
             BehaviourEvent::Rendezvous(e) => self.on_rendezvous_event(e),
             BehaviourEvent::RendezvousServer(e) => tracing::debug!(?e, "rendezvous server"),
             BehaviourEvent::RelayClient(e) => tracing::debug!(?e, "relay client"),

@@ -21,6 +21,7 @@ pub mod hint;
 pub mod identity;
 pub mod ip_limit;
 mod known_addrs;
+mod lan;
 mod mdns;
 pub mod store;
 mod types;
