@@ -151,9 +151,22 @@ async function main () {
   check('muxer: /yamux/1.0.0', conn.multiplexer === '/yamux/1.0.0', conn.multiplexer)
 
   // ping
+  // A ping stream was once closed before its first write (CI, with the
+  // machine heavily loaded); each ping may retry twice, and retries are shown.
   const rtts = []
-  for (let i = 0; i < 3; i++) rtts.push(await withTimeout(js.services.ping.ping(sporeAddr), 'ping'))
-  check(`ping ${PING_PROTOCOL} x3`, rtts.every(r => typeof r === 'number' && r >= 0), `${rtts.join(', ')} ms`)
+  const retried = []
+  for (let i = 0; i < 3; i++) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        rtts.push(await withTimeout(js.services.ping.ping(sporeAddr), 'ping'))
+        break
+      } catch (err) {
+        if (attempt === 3) throw err
+        retried.push(`ping ${i + 1} attempt ${attempt}: ${err.message}`)
+      }
+    }
+  }
+  check(`ping ${PING_PROTOCOL} x3`, rtts.every(r => typeof r === 'number' && r >= 0), `${rtts.join(', ')} ms${retried.length ? `; retried: ${retried.join('; ')}` : ''}`)
 
   // identify (an explicit round on this connection, besides the automatic one)
   const id = await withTimeout(js.services.identify.identify(conn), 'identify')
