@@ -1,6 +1,6 @@
 //! Commands that need the network: `node` runs the daemon; the others ask
 //! the running daemon through its API, or start a short-lived node when none
-//! runs and the question can still be answered (`find`).
+//! runs and the question can still be answered (`find`, `peers`, `connect`).
 
 use std::time::Duration;
 
@@ -172,8 +172,33 @@ fn status(home: &Home, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `spore peers`: the daemon's peers, or when none runs, the peers a
+/// short-lived node reaches through bootstrap, the address book and mDNS.
 fn peers(home: &Home, json: bool) -> Result<()> {
-    let peers = running(home)?.get("/v1/peers")?;
+    let peers = match Daemon::find(home) {
+        Some(daemon) => daemon.get("/v1/peers")?,
+        None => {
+            eprintln!("no node is running for this home; joining briefly to see who answers");
+            runtime()?.block_on(async {
+                let node = ephemeral_node(home).await?;
+                // identify tells each peer's protocols and agent in a moment
+                let mut peers = node.handle().peers().await;
+                for _ in 0..20 {
+                    if peers.as_ref().is_ok_and(|list| {
+                        list.iter()
+                            .all(|p| p.agent_version.is_some() && p.latency.is_some())
+                    }) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    peers = node.handle().peers().await;
+                }
+                node.shutdown().await;
+                let peers: Vec<spore_http::Peer> = peers?.into_iter().map(Into::into).collect();
+                anyhow::Ok(serde_json::to_value(peers)?)
+            })?
+        }
+    };
     if json {
         return print(&peers);
     }
@@ -199,12 +224,35 @@ fn peers(home: &Home, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `spore connect`: the daemon dials and keeps the connection; when none
+/// runs, a short-lived node dials, which checks that the peer is reachable.
 fn connect(home: &Home, addr: &str, json: bool) -> Result<()> {
-    let answer = running(home)?.post("/v1/connect", json!({ "addr": addr }))?;
+    let answer = match Daemon::find(home) {
+        Some(daemon) => daemon.post("/v1/connect", json!({ "addr": addr }))?,
+        None => {
+            let addr: Multiaddr = addr
+                .parse()
+                .with_context(|| format!("{addr:?} is not a multiaddr"))?;
+            runtime()?.block_on(async {
+                let node = ephemeral_node(home).await?;
+                let dialled = node.handle().dial(addr).await;
+                node.shutdown().await;
+                let peer_id = dialled.context("dialling")?;
+                anyhow::Ok(json!({ "peer_id": peer_id.to_string(), "daemon": false }))
+            })?
+        }
+    };
     if json {
         return print(&answer);
     }
-    println!("connected to {}", answer["peer_id"].as_str().unwrap_or("?"));
+    let peer_id = answer["peer_id"].as_str().unwrap_or("?");
+    if answer["daemon"] == false {
+        println!(
+            "reached {peer_id} (no node is running for this home, so the connection closed again)"
+        );
+    } else {
+        println!("connected to {peer_id}");
+    }
     Ok(())
 }
 
@@ -254,21 +302,32 @@ fn find(home: &Home, id: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn find_with_ephemeral_node(home: &Home, hash: Hash) -> Result<Vec<(String, Vec<String>)>> {
+/// A node for one command when no daemon runs: this home's identity and
+/// configuration, but an ephemeral port and a read-only address book. Gives
+/// bootstrap, mDNS and the address book up to 5 s to connect to someone.
+async fn ephemeral_node(home: &Home) -> Result<NetNode> {
     let mut config = NodeConfig::load(home)?.net;
     // a second process must not fight the daemon's port or rewrite its files
     config.listen_port = 0;
     config.address_book_file = None;
-    let cancel = spore_net::CancellationToken::new();
-    let node = NetNode::start(config, cancel).await?;
-    let net = node.handle().clone();
-    // give bootstrap, mDNS and the address book a moment to fill the routing table
+    let node = NetNode::start(config, spore_net::CancellationToken::new()).await?;
     for _ in 0..50 {
-        if net.status().await.is_ok_and(|s| s.routing_table_size > 0) {
+        if node
+            .handle()
+            .status()
+            .await
+            .is_ok_and(|s| s.connected_peers > 0)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(node)
+}
+
+async fn find_with_ephemeral_node(home: &Home, hash: Hash) -> Result<Vec<(String, Vec<String>)>> {
+    let node = ephemeral_node(home).await?;
+    let net = node.handle().clone();
     let _ = net.bootstrap().await;
     let found = net.find_providers(hash).await;
     node.shutdown().await;

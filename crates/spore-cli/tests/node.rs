@@ -118,6 +118,26 @@ fn two_nodes_connect_and_find_content_through_the_dht() {
     )
     .unwrap();
     assert!(ok(&home_c, &["find", &id]).contains(&a_id));
+    // and so do `peers` (whom it reaches) and `connect` (a reachability check)
+    let peers: Value = serde_json::from_str(&ok(&home_c, &["--json", "peers"])).unwrap();
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["peer_id"] == a_id.as_str()),
+        "{peers}"
+    );
+    let reached = ok(&home_c, &["connect", &b.addr()]);
+    assert!(
+        reached.contains("reached") && reached.contains(b.info["peer_id"].as_str().unwrap()),
+        "{reached}"
+    );
+    let refused = common::command(&home_c)
+        .args(["connect", "/ip4/127.0.0.1/tcp/1"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
 
     assert!(b.stop().success());
     assert!(a.stop().success());

@@ -24,6 +24,7 @@ use utoipa::{
 
 pub use daemon::{Daemon, DaemonError};
 pub use error::ApiError;
+pub use routes::Peer;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]

@@ -88,8 +88,9 @@ pub(crate) struct Connection {
     transport: String,
 }
 
+/// A connected peer, as `/v1/peers` (and `spore peers --json`) show it.
 #[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct Peer {
+pub struct Peer {
     peer_id: String,
     connections: Vec<Connection>,
     listen_addrs: Vec<String>,
@@ -97,6 +98,27 @@ pub(crate) struct Peer {
     agent_version: Option<String>,
     /// Last ping round trip in milliseconds.
     latency_ms: Option<f64>,
+}
+
+impl From<spore_net::PeerInfo> for Peer {
+    fn from(p: spore_net::PeerInfo) -> Self {
+        Self {
+            peer_id: p.peer_id.to_string(),
+            connections: p
+                .connections
+                .iter()
+                .map(|c| Connection {
+                    remote_addr: c.remote_addr.to_string(),
+                    direction: word(&c.direction),
+                    transport: word(&c.transport),
+                })
+                .collect(),
+            listen_addrs: p.listen_addrs.iter().map(ToString::to_string).collect(),
+            protocols: p.protocols,
+            agent_version: p.agent_version,
+            latency_ms: p.latency.map(|d| d.as_secs_f64() * 1000.0),
+        }
+    }
 }
 
 fn word<T: Serialize>(value: &T) -> String {
@@ -111,27 +133,7 @@ fn word<T: Serialize>(value: &T) -> String {
     responses((status = 200, body = Vec<Peer>), (status = 401, body = crate::error::ErrorBody)))]
 pub(crate) async fn peers(State(state): State<AppState>) -> Result<Json<Vec<Peer>>, ApiError> {
     let peers = state.node.net().peers().await?;
-    Ok(Json(
-        peers
-            .into_iter()
-            .map(|p| Peer {
-                peer_id: p.peer_id.to_string(),
-                connections: p
-                    .connections
-                    .iter()
-                    .map(|c| Connection {
-                        remote_addr: c.remote_addr.to_string(),
-                        direction: word(&c.direction),
-                        transport: word(&c.transport),
-                    })
-                    .collect(),
-                listen_addrs: p.listen_addrs.iter().map(ToString::to_string).collect(),
-                protocols: p.protocols,
-                agent_version: p.agent_version,
-                latency_ms: p.latency.map(|d| d.as_secs_f64() * 1000.0),
-            })
-            .collect(),
-    ))
+    Ok(Json(peers.into_iter().map(Peer::from).collect()))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
