@@ -300,7 +300,9 @@ async fn pause_keeps_verified_groups_and_resume_fetches_only_the_rest() {
         .await
         .unwrap();
     assert!(kept >= 3 * MIB, "only {kept} bytes kept");
-    // paused means paused: nothing more arrives
+    // paused means paused: nothing more arrives (once the seed has seen
+    // the streams close)
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let uploaded = seed.node.transfer().upload_stats().total;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
