@@ -1,8 +1,9 @@
 //! Benchmarks that print numbers side by side with the reference tools named
 //! in DESIGN.md §8. They are commands, not tests: nothing here asserts a time.
 //!
-//! `cargo run --release -p spore-bench -- import|transfer` (see docs/benchmarks.md).
+//! `cargo run --release -p spore-bench -- import|transfer|compare` (see docs/benchmarks.md).
 
+mod compare;
 mod import;
 mod transfer;
 
@@ -25,11 +26,15 @@ enum Bench {
     /// One node downloads a blob from another (both in this process, on
     /// loopback), verified and written to disk.
     Transfer(transfer::Args),
+    /// spore 1→1 beside libtorrent, aria2 and kubo on the same file
+    /// (install them with scripts/bench-deps).
+    Compare(compare::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Import(args) => import::run(args),
         Bench::Transfer(args) => transfer::run(args),
+        Bench::Compare(args) => compare::run(args),
     }
 }

@@ -1,7 +1,7 @@
 //! Transfer speed, 1 → 1 on loopback: a seed node shares a generated file in
 //! place, a second node downloads it (every 16 KiB group verified, written to
-//! its store on disk). Both nodes run in this process. The reference tools of
-//! DESIGN.md §8 (libtorrent, aria2, kubo, iroh-blobs) are not driven yet.
+//! its store on disk). Both nodes run in this process. `compare` runs the
+//! same measurement beside the reference tools.
 
 use std::{sync::Arc, time::Instant};
 
@@ -37,13 +37,25 @@ pub(crate) fn run(args: Args) -> Result<()> {
         None => tempfile::tempdir()?,
     };
     let file = crate::import::generate(&scratch.path().join("blob.bin"), args.size_mib << 20)?;
+    let secs = measure(&file, scratch.path())?;
+    println!(
+        "spore 1→1, {} MiB, verified and written to disk: {secs:.2} s, {:.0} MiB/s (target >= 800 MiB/s)",
+        args.size_mib,
+        args.size_mib as f64 / secs
+    );
+    Ok(())
+}
+
+/// Seconds one node takes to download `file` from another (both in this
+/// process, homes under `scratch`), every group verified and written to disk.
+pub(crate) fn measure(file: &std::path::Path, scratch: &std::path::Path) -> Result<f64> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let seed = node(Home::under(&scratch.path().join("seed"))).await?;
-        let leecher = node(Home::under(&scratch.path().join("leecher"))).await?;
-        let added = seed.add(file.clone(), ImportMode::InPlace).await?;
+        let seed = node(Home::under(&scratch.join("seed"))).await?;
+        let leecher = node(Home::under(&scratch.join("leecher"))).await?;
+        let added = seed.add(file.to_path_buf(), ImportMode::InPlace).await?;
         let provider = (seed.net().local_peer_id(), seed.net().listen_addrs().await?);
         let started = Instant::now();
         let handle = leecher.download(added.hash, vec![provider]);
@@ -52,13 +64,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
         if progress.state != DownloadState::Done || !leecher.store().has_complete(&added.hash)? {
             bail!("the download did not complete");
         }
-        println!(
-            "spore 1→1, {} MiB, verified and written to disk: {secs:.2} s, {:.0} MiB/s (target >= 800 MiB/s)",
-            args.size_mib,
-            args.size_mib as f64 / secs
-        );
         seed.shutdown().await;
         leecher.shutdown().await;
-        anyhow::Ok(())
+        anyhow::Ok(secs)
     })
 }

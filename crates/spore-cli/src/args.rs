@@ -154,4 +154,46 @@ pub(crate) struct NodeArgs {
     /// Treat the listen addresses as reachable (a LAN or a test on 127.0.0.1).
     #[arg(long)]
     pub(crate) advertise_listen_addrs: bool,
+    /// Upload limit over all peers, per second: `10M`, `500K`, `1.5MiB`, `0` for none
+    /// (K, M, G are powers of 1024). Overrides `[transfer] max_upload`.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub(crate) max_upload: Option<u64>,
+    /// Download limit over all peers, per second (same units as --max-upload).
+    /// Overrides `[transfer] max_download`.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub(crate) max_download: Option<u64>,
+}
+
+/// A rate in bytes per second from text such as `10M`, `500K`, `2MiB/s` or `0`.
+pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let number = trimmed
+        .strip_suffix("/s")
+        .or_else(|| trimmed.strip_suffix("ps"))
+        .unwrap_or(trimmed);
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(number)
+        .map_err(|e| {
+            format!("{text:?} is not a rate ({e}); write bytes per second like 10M, 500K or 0")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_in_human_units() {
+        assert_eq!(parse_rate("0"), Ok(0));
+        assert_eq!(parse_rate("500K"), Ok(500 * 1024));
+        assert_eq!(parse_rate("10M"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_rate("10MiB/s"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_rate("1.5G"), Ok(3 * 512 * 1024 * 1024));
+        assert_eq!(parse_rate("4096"), Ok(4096));
+        for bad in ["", "fast", "-1M", "10X"] {
+            let err = parse_rate(bad).unwrap_err();
+            assert!(err.contains("not a rate"), "{bad}: {err}");
+        }
+    }
 }

@@ -69,6 +69,12 @@ fn node_config(home: &Home, args: &NodeArgs) -> Result<NodeConfig> {
     if let Some(api) = args.api {
         config.api.listen = api;
     }
+    if let Some(rate) = args.max_upload {
+        config.transfer.max_upload = rate;
+    }
+    if let Some(rate) = args.max_download {
+        config.transfer.max_download = rate;
+    }
     Ok(config)
 }
 

@@ -8,7 +8,10 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use spore_core::{ContentKind, Hash, Ticket};
 use spore_net::{Multiaddr, PeerId};
-use spore_node::{Home, Node, NodeConfig, transfer::DownloadState};
+use spore_node::{
+    Home, Node, NodeConfig,
+    transfer::{DownloadRequest, DownloadState},
+};
 use spore_store::ImportMode;
 
 use crate::client::Daemon;
@@ -84,23 +87,19 @@ pub(crate) fn get(
     json: bool,
 ) -> Result<()> {
     let (hash, kind, providers) = parse_target(target)?;
-    if kind == ContentKind::Collection {
-        bail!(
-            "downloading collections is not supported yet (coming with the Transfer milestone); get their files by id"
-        );
-    }
     let report = Report::new(json, no_progress);
     let started = std::time::Instant::now();
     let result = match Daemon::find(home) {
         Some(daemon) => get_through_daemon(&daemon, target, hash, &report),
-        None => runtime()?.block_on(get_in_process(home, hash, providers, &report)),
+        None => runtime()?.block_on(get_in_process(home, hash, kind, providers, &report)),
     };
     report.finish();
     let (size, resumed) = result?;
     let elapsed = started.elapsed().as_secs_f64().max(1e-6);
     if let Some(dest) = output {
         let store = home.open_store().context("opening the store")?;
-        let dest = if dest.is_dir() {
+        // a collection's files go under DEST; a blob into DEST, or DEST/<id> if it is a directory
+        let dest = if kind == ContentKind::Blob && dest.is_dir() {
             dest.join(hash.to_hex())
         } else {
             dest.to_path_buf()
@@ -162,6 +161,9 @@ fn get_through_daemon(
                 p["error"].as_str().unwrap_or("no details")
             ),
             "cancelled" => bail!("the download was cancelled"),
+            "paused" => bail!(
+                "the download was paused; `spore get` again (or POST /v1/downloads/{hash}/resume) resumes it"
+            ),
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
     }
@@ -171,6 +173,7 @@ fn get_through_daemon(
 async fn get_in_process(
     home: &Home,
     hash: Hash,
+    kind: ContentKind,
     providers: Providers,
     report: &Report,
 ) -> Result<(u64, u64)> {
@@ -178,7 +181,7 @@ async fn get_in_process(
     // a short-lived node must not fight another process for the port
     config.net.listen_port = 0;
     let node = Node::start(home.clone(), config, spore_net::CancellationToken::new()).await?;
-    let handle = node.download(hash, providers);
+    let handle = node.start_download(DownloadRequest::new(hash, kind, providers));
     let mut progress = handle.subscribe();
     let outcome = loop {
         let p = progress.borrow_and_update().clone();
@@ -187,11 +190,16 @@ async fn get_in_process(
             DownloadState::Downloading => "downloading",
             DownloadState::Done => "done",
             DownloadState::Failed(_) => "failed",
+            DownloadState::Paused => "paused",
+            DownloadState::Cancelled => "cancelled",
         };
         report.update(p.size, p.verified_bytes, p.peers, state);
         match p.state {
             DownloadState::Done => break Ok((p.size.unwrap_or(0), p.resumed_bytes)),
             DownloadState::Failed(e) => break Err(anyhow::anyhow!("download failed: {e}")),
+            DownloadState::Paused | DownloadState::Cancelled => {
+                break Err(anyhow::anyhow!("the download was stopped"));
+            }
             _ => {}
         }
         tokio::select! {

@@ -144,3 +144,128 @@ fn get_resumes_after_kill_9() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), pattern(16_000_000));
 }
+
+#[test]
+fn get_a_collection_and_refuse_a_hostile_one() {
+    let dir = TempDir::new().unwrap();
+    let seed_home = dir.path().join("seed");
+    let _seed = seed_node(&seed_home, 0);
+    let tree = dir.path().join("photos");
+    let files = [
+        ("2024/summer/beach.jpg", pattern(700_000)),
+        ("2024/readme.txt", b"hello".to_vec()),
+        ("index.html", pattern(20_000)),
+    ];
+    for (p, bytes) in &files {
+        std::fs::create_dir_all(tree.join(p).parent().unwrap()).unwrap();
+        std::fs::write(tree.join(p), bytes).unwrap();
+    }
+    let shared: Value = serde_json::from_str(&ok(
+        &seed_home,
+        &["--json", "share", tree.to_str().unwrap()],
+    ))
+    .unwrap();
+    let ticket = shared["ticket"].as_str().unwrap();
+
+    let home = leecher_home(dir.path());
+    let out = dir.path().join("out");
+    let done = ok(
+        &home,
+        &["--json", "get", ticket, "-o", out.to_str().unwrap()],
+    );
+    assert!(done.contains("\"event\":\"done\""), "{done}");
+    for (p, bytes) in &files {
+        assert_eq!(&std::fs::read(out.join(p)).unwrap(), bytes, "{p}");
+    }
+
+    // A manifest made by hand with a path that climbs out, shared as a plain
+    // file and announced as a collection in the ticket.
+    let placeholder = "placeholder";
+    let valid = spore_core::Collection::new(vec![spore_core::CollectionEntry {
+        path: spore_core::RelativePath::new(placeholder).unwrap(),
+        size: 5,
+        hash: spore_core::Hash::of(b"hello"),
+        mode: 0o644,
+    }])
+    .unwrap()
+    .encode();
+    let at = valid
+        .windows(placeholder.len())
+        .position(|w| w == placeholder.as_bytes())
+        .unwrap();
+    let hostile = "../../escaped";
+    let mut manifest = valid[..at - 1].to_vec();
+    manifest.push(hostile.len() as u8);
+    manifest.extend_from_slice(hostile.as_bytes());
+    manifest.extend_from_slice(&valid[at + placeholder.len()..]);
+    let evil = dir.path().join("evil.manifest");
+    std::fs::write(&evil, &manifest).unwrap();
+    let shared: Value = serde_json::from_str(&ok(
+        &seed_home,
+        &["--json", "share", evil.to_str().unwrap()],
+    ))
+    .unwrap();
+    let mut t = spore_core::Ticket::from_ticket_or_id(shared["ticket"].as_str().unwrap()).unwrap();
+    t.kind = spore_core::ContentKind::Collection;
+    let out2 = dir.path().join("sub/out2");
+    let failed = spore(&home)
+        .args(["get", &t.to_string(), "-o", out2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        stderr.contains("invalid") && stderr.contains("../../escaped"),
+        "{stderr}"
+    );
+    assert!(!out2.exists(), "nothing written");
+    assert!(!dir.path().join("escaped").exists());
+    assert!(!dir.path().parent().unwrap().join("escaped").exists());
+}
+
+#[test]
+fn node_rate_flags_cap_uploads_and_downloads() {
+    let dir = TempDir::new().unwrap();
+    let bad = spore(&dir.path().join("x"))
+        .args(["node", "--max-upload", "10 parsecs"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("not a rate"), "{stderr}");
+
+    // 3 MB from a seed capped at 1 MiB/s: at least ~2.3 s once the
+    // token bucket's first burst (512 KiB) is spent
+    let seed_home = dir.path().join("seed");
+    std::fs::create_dir_all(&seed_home).unwrap();
+    let _seed = RunningNode::start(&seed_home, &["--max-upload", "1M"]);
+    let file = dir.path().join("capped.bin");
+    let ticket = &share(&seed_home, &file, 3_000_000);
+    let home = leecher_home(dir.path());
+    let started = std::time::Instant::now();
+    ok(&home, &["get", ticket, "--no-progress"]);
+    let up = started.elapsed();
+    assert!(up >= Duration::from_secs(2), "the upload cap held: {up:?}");
+
+    // the same through a leecher node capped at 1 MiB/s down (the config
+    // says unlimited; the flag wins)
+    let seed2_home = dir.path().join("seed2");
+    let _seed2 = seed_node(&seed2_home, 0);
+    let file2 = dir.path().join("capped2.bin");
+    let ticket2 = &share(&seed2_home, &file2, 3_000_001);
+    let home2 = dir.path().join("leecher2");
+    std::fs::create_dir_all(home2.join("config")).unwrap();
+    std::fs::write(
+        home2.join("config/spore.toml"),
+        "[transfer]\nmax_download = 0\n",
+    )
+    .unwrap();
+    let _leecher = RunningNode::start(&home2, &["--max-download", "1MiB/s"]);
+    let started = std::time::Instant::now();
+    ok(&home2, &["get", ticket2, "--no-progress"]);
+    let down = started.elapsed();
+    assert!(
+        down >= Duration::from_secs(2),
+        "the download cap held: {down:?}"
+    );
+}

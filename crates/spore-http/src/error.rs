@@ -74,6 +74,19 @@ fn chain(err: &dyn std::error::Error) -> String {
     message
 }
 
+impl From<spore_node::transfer::ControlError> for ApiError {
+    fn from(e: spore_node::transfer::ControlError) -> Self {
+        use spore_node::transfer::ControlError;
+        match e {
+            ControlError::NotFound(_) => Self::not_found(e.to_string()),
+            ControlError::Finished(_) | ControlError::NotPaused(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            ControlError::Store { .. } => Self::internal(e.to_string()),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let message = chain(&e);

@@ -290,16 +290,23 @@ pub(crate) struct SourceOut {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DownloadOut {
     id: String,
-    /// Known once a source announced it and the last group verified.
+    /// `blob` or `collection`.
+    kind: String,
+    /// Known once a source announced it and the last group verified; for a
+    /// collection, the sum of its files once the manifest is validated.
     size: Option<u64>,
     verified_bytes: u64,
     resumed_bytes: u64,
     peers: usize,
     /// Verified bytes per second, recently.
     rate: f64,
-    /// `starting`, `downloading`, `done`, `failed` or `cancelled`.
+    /// `starting`, `downloading`, `paused`, `done`, `failed` or `cancelled`.
     state: String,
     error: Option<String>,
+    /// For a collection: how many files it lists (once its manifest is validated).
+    files: Option<usize>,
+    /// For a collection: how many of them are complete.
+    files_done: usize,
     sources: Vec<SourceOut>,
 }
 
@@ -311,14 +318,12 @@ fn download_out(handle: &spore_node::transfer::DownloadHandle) -> DownloadOut {
         DownloadState::Downloading => ("downloading", None),
         DownloadState::Done => ("done", None),
         DownloadState::Failed(e) => ("failed", Some(e.clone())),
-    };
-    let state = if handle.is_cancelled() && !p.is_finished() {
-        "cancelled"
-    } else {
-        state
+        DownloadState::Paused => ("paused", None),
+        DownloadState::Cancelled => ("cancelled", None),
     };
     DownloadOut {
         id: p.hash.clone(),
+        kind: handle.kind().to_string(),
         size: p.size,
         verified_bytes: p.verified_bytes,
         resumed_bytes: p.resumed_bytes,
@@ -326,6 +331,8 @@ fn download_out(handle: &spore_node::transfer::DownloadHandle) -> DownloadOut {
         rate: p.rate,
         state: state.to_string(),
         error,
+        files: p.files,
+        files_done: p.files_done,
         sources: p
             .sources
             .iter()
@@ -341,11 +348,18 @@ fn download_out(handle: &spore_node::transfer::DownloadHandle) -> DownloadOut {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct DownloadRequestIn {
-    /// A ticket (`spore1…`, its providers are dialled) or a content id (found in the DHT).
+    /// A ticket (`spore1…`, its providers are dialled) or a content id (found
+    /// in the DHT). A collection's ticket downloads its manifest and every file.
     ticket: String,
+    /// An absolute path on the node's machine: once complete, the blob is
+    /// written to this file, or the collection's files under this directory
+    /// (never outside it, never over an existing file).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    dest: Option<PathBuf>,
 }
 
-/// Starts downloading a blob (or joins the download already running).
+/// Starts downloading a blob or a collection (or joins the download already running).
 #[utoipa::path(post, path = "/v1/downloads", security(("token" = [])), request_body = DownloadRequestIn,
     responses((status = 200, body = DownloadOut), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody)))]
 pub(crate) async fn start_download(
@@ -353,17 +367,23 @@ pub(crate) async fn start_download(
     Json(request): Json<DownloadRequestIn>,
 ) -> Result<Json<DownloadOut>, ApiError> {
     let ticket = parse_ticket(&request.ticket)?;
-    if ticket.kind == ContentKind::Collection {
-        return Err(ApiError::bad_request(
-            "downloading collections is not supported yet; download their files by id",
-        ));
+    if let Some(dest) = &request.dest
+        && !dest.is_absolute()
+    {
+        return Err(ApiError::bad_request(format!(
+            "{} is relative; the node resolves paths on its own machine, so give an absolute path",
+            dest.display()
+        )));
     }
     let providers = ticket
         .providers
         .iter()
         .filter_map(|h| spore_net::from_hint(h).ok())
         .collect();
-    let handle = state.node.download(ticket.hash, providers);
+    let mut download =
+        spore_node::transfer::DownloadRequest::new(ticket.hash, ticket.kind, providers);
+    download.dest = request.dest;
+    let handle = state.node.start_download(download);
     Ok(Json(download_out(&handle)))
 }
 
@@ -405,7 +425,36 @@ pub(crate) async fn get_download(
     Ok(Json(download_out(&find_download(&state, &id)?)))
 }
 
-/// Cancels a download; its verified groups stay, so starting it again resumes.
+/// Pauses a download: it stops once its verified groups are on disk; they
+/// stay, and a resume fetches none of them again.
+#[utoipa::path(post, path = "/v1/downloads/{id}/pause", security(("token" = [])),
+    params(("id" = String, Path, description = "content id")),
+    responses((status = 200, body = DownloadOut), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub(crate) async fn pause_download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DownloadOut>, ApiError> {
+    let hash = parse_id(&id)?;
+    let handle = state.node.transfer().pause(&hash).await?;
+    Ok(Json(download_out(&handle)))
+}
+
+/// Resumes a paused download from the groups it verified.
+#[utoipa::path(post, path = "/v1/downloads/{id}/resume", security(("token" = [])),
+    params(("id" = String, Path, description = "content id")),
+    responses((status = 200, body = DownloadOut), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub(crate) async fn resume_download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DownloadOut>, ApiError> {
+    let hash = parse_id(&id)?;
+    let handle = state.node.transfer().resume(&hash).await?;
+    Ok(Json(download_out(&handle)))
+}
+
+/// Cancels a download and forgets it. A running or paused download stops and
+/// its partial data is dropped; a finished one only leaves the list (its
+/// content stays in the store).
 #[utoipa::path(delete, path = "/v1/downloads/{id}", security(("token" = [])),
     params(("id" = String, Path, description = "content id")),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
@@ -413,6 +462,7 @@ pub(crate) async fn cancel_download(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    find_download(&state, &id)?.cancel();
+    let hash = parse_id(&id)?;
+    state.node.transfer().cancel(&hash).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,6 +18,11 @@ struct TestDaemon {
 }
 
 async fn start() -> TestDaemon {
+    start_with(0).await
+}
+
+/// A daemon whose uploads are capped at `max_upload` bytes per second (0: none).
+async fn start_with(max_upload: u64) -> TestDaemon {
     let dir = TempDir::new().unwrap();
     let home = Home::under(dir.path());
     let mut config = NodeConfig::load(&home).unwrap();
@@ -28,6 +33,8 @@ async fn start() -> TestDaemon {
     config.net = spore_net::NetConfig::for_tests();
     (config.net.identity_file, config.net.address_book_file) = files;
     config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.transfer.max_upload = max_upload;
+    config.transfer.discovery_interval_secs = 1;
     let daemon = Daemon::start(home.clone(), config).await.unwrap();
     let base = format!("http://{}", daemon.api_addr());
     let token = spore_node::api_token(&home).unwrap();
@@ -405,9 +412,20 @@ async fn downloads_start_report_progress_and_finish() {
         .post("/v1/downloads", json!({"ticket": "spore1garbage"}))
         .await;
     assert_eq!(status, 400);
+    // a plain file's id announced as a collection: its "manifest" is refused
     let collection = Ticket::new(spore_core::ContentKind::Collection, hash).to_string();
-    let (status, _) = b.post("/v1/downloads", json!({"ticket": collection})).await;
-    assert_eq!(status, 400);
+    let (status, body) = b.post("/v1/downloads", json!({"ticket": collection})).await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (200, Some("collection")),
+        "{body}"
+    );
+    let last = wait_finished(&b, id).await;
+    assert_eq!(last["state"], "failed", "{last}");
+    assert!(
+        last["error"].as_str().unwrap().contains("not a collection"),
+        "{last}"
+    );
     let missing = "0".repeat(64);
     assert_eq!(b.get(&format!("/v1/downloads/{missing}")).await.0, 404);
     let (status, body) = call(
@@ -429,6 +447,188 @@ async fn downloads_start_report_progress_and_finish() {
     )
     .await;
     assert_eq!(status, 204, "cancelling a finished download is harmless");
+    b.daemon.shutdown().await;
+    a.daemon.shutdown().await;
+}
+
+impl TestDaemon {
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        call("DELETE", format!("{}{path}", self.base), self.auth(), None).await
+    }
+}
+
+/// Polls a download until it is done or failed (at most 60 s).
+async fn wait_finished(d: &TestDaemon, id: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        last = d.get(&format!("/v1/downloads/{id}")).await.1;
+        if last["state"] == "done" || last["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+/// Polls a download until `verified_bytes` reaches `bytes`.
+async fn wait_bytes(d: &TestDaemon, id: &str, bytes: u64) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        last = d.get(&format!("/v1/downloads/{id}")).await.1;
+        if last["verified_bytes"].as_u64().unwrap_or(0) >= bytes {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_pause_resume_and_cancel() {
+    let a = start_with(3_000_000).await;
+    let b = start().await;
+    let file = a._dir.path().join("big.bin");
+    let bytes: Vec<u8> = (0..12_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let added = a.post("/v1/add", json!({"path": file})).await.1;
+    let ticket = added["ticket"].as_str().unwrap();
+    let id = added["id"].as_str().unwrap();
+    let hash: spore_core::Hash = id.parse().unwrap();
+
+    let (status, body) = b.post("/v1/downloads", json!({"ticket": ticket})).await;
+    assert_eq!(status, 200, "{body}");
+    wait_bytes(&b, id, 3_000_000).await;
+    let (status, paused) = b
+        .post(&format!("/v1/downloads/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(
+        (status, paused["state"].as_str()),
+        (200, Some("paused")),
+        "{paused}"
+    );
+    let kept = paused["verified_bytes"].as_u64().unwrap();
+    assert!(kept >= 2_000_000, "{paused}");
+    // the verified groups are on disk while it is paused
+    let record = b.daemon.node().store().get(&hash).unwrap().unwrap();
+    assert!(
+        matches!(record.state, spore_store::BlobState::Partial(ref bits) if bits.count_ones() > 0)
+    );
+    let (status, body) = b
+        .post(&format!("/v1/downloads/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(status, 200, "pausing twice is harmless: {body}");
+
+    let uploaded = a.daemon.node().transfer().upload_stats().total;
+    let (status, resumed) = b
+        .post(&format!("/v1/downloads/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{resumed}");
+    let (status, body) = b
+        .post(&format!("/v1/downloads/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+    let last = wait_finished(&b, id).await;
+    assert_eq!(last["state"], "done", "{last}");
+    assert!(last["resumed_bytes"].as_u64().unwrap() >= kept, "{last}");
+    let second = a.daemon.node().transfer().upload_stats().total - uploaded;
+    assert!(
+        second <= 12_000_000 - kept + 2_000_000,
+        "resume fetched {second} bytes with {kept} verified"
+    );
+    assert_eq!(
+        b.daemon
+            .node()
+            .store()
+            .blob(&hash)
+            .unwrap()
+            .read_all()
+            .unwrap(),
+        bytes
+    );
+
+    // cancel: a second file, stopped halfway, leaves nothing behind
+    let file2 = a._dir.path().join("big2.bin");
+    let bytes2: Vec<u8> = (0..12_000_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&file2, &bytes2).unwrap();
+    let added2 = a.post("/v1/add", json!({"path": file2})).await.1;
+    let id2 = added2["id"].as_str().unwrap();
+    let hash2: spore_core::Hash = id2.parse().unwrap();
+    b.post("/v1/downloads", json!({"ticket": added2["ticket"]}))
+        .await;
+    wait_bytes(&b, id2, 1_000_000).await;
+    let (status, _) = b.delete(&format!("/v1/downloads/{id2}")).await;
+    assert_eq!(status, 204);
+    assert_eq!(b.get(&format!("/v1/downloads/{id2}")).await.0, 404);
+    assert!(
+        b.daemon.node().store().get(&hash2).unwrap().is_none(),
+        "partial data dropped"
+    );
+    let (status, body) = b
+        .post(&format!("/v1/downloads/{id2}/pause"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    let openapi = b.get("/v1/openapi.json").await.1;
+    assert!(openapi["paths"]["/v1/downloads/{id}/pause"]["post"].is_object());
+    assert!(openapi["paths"]["/v1/downloads/{id}/resume"]["post"].is_object());
+    b.daemon.shutdown().await;
+    a.daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collection_downloads_through_the_api_into_a_directory() {
+    let a = start().await;
+    let b = start().await;
+    let tree = a._dir.path().join("album");
+    std::fs::create_dir_all(tree.join("disc1/extras")).unwrap();
+    std::fs::write(tree.join("disc1/track1.flac"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(tree.join("disc1/extras/notes.txt"), b"liner notes").unwrap();
+    std::fs::write(tree.join("cover.jpg"), vec![9u8; 50_000]).unwrap();
+    let added = a.post("/v1/add", json!({"path": tree})).await.1;
+    assert_eq!(added["kind"], "collection", "{added}");
+    let id = added["id"].as_str().unwrap();
+
+    let dest = b._dir.path().join("downloads/album");
+    let (status, body) = b
+        .post(
+            "/v1/downloads",
+            json!({"ticket": added["ticket"], "dest": "relative/dir"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = b
+        .post(
+            "/v1/downloads",
+            json!({"ticket": added["ticket"], "dest": dest}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let last = wait_finished(&b, id).await;
+    assert_eq!(last["state"], "done", "{last}");
+    assert_eq!(
+        (last["files"].as_u64(), last["files_done"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(last["verified_bytes"], 350_011);
+    assert_eq!(
+        std::fs::read(dest.join("disc1/track1.flac")).unwrap(),
+        vec![7u8; 300_000]
+    );
+    assert_eq!(
+        std::fs::read(dest.join("disc1/extras/notes.txt")).unwrap(),
+        b"liner notes"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("cover.jpg")).unwrap(),
+        vec![9u8; 50_000]
+    );
     b.daemon.shutdown().await;
     a.daemon.shutdown().await;
 }

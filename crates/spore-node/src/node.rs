@@ -109,12 +109,16 @@ impl Node {
         hash: Hash,
         providers: Vec<(spore_net::PeerId, Vec<spore_net::Multiaddr>)>,
     ) -> DownloadHandle {
-        self.transfer.download(DownloadRequest {
+        self.transfer.download(DownloadRequest::new(
             hash,
-            kind: spore_core::ContentKind::Blob,
+            spore_core::ContentKind::Blob,
             providers,
-            discover: true,
-        })
+        ))
+    }
+
+    /// Starts any download: a blob or a collection, with a destination or not.
+    pub fn start_download(&self, request: DownloadRequest) -> DownloadHandle {
+        self.transfer.download(request)
     }
 
     /// The token that stops this node and all its tasks.

