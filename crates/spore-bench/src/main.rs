@@ -1,9 +1,10 @@
 //! Benchmarks that print numbers side by side with the reference tools named
 //! in DESIGN.md §8. They are commands, not tests: nothing here asserts a time.
 //!
-//! `cargo run --release -p spore-bench -- import|transfer` (see docs/benchmarks.md).
+//! `cargo run --release -p spore-bench -- import|transfer|streaming` (see docs/benchmarks.md).
 
 mod import;
+mod streaming;
 mod transfer;
 
 use clap::{Parser, Subcommand};
@@ -25,11 +26,15 @@ enum Bench {
     /// One node downloads a blob from another (both in this process, on
     /// loopback), verified and written to disk.
     Transfer(transfer::Args),
+    /// Time to the first 4 MiB and seek latency of remote content read
+    /// through a node's HTTP gateway (loopback, a fresh node per run).
+    Streaming(streaming::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Import(args) => import::run(args),
         Bench::Transfer(args) => transfer::run(args),
+        Bench::Streaming(args) => streaming::run(args),
     }
 }

@@ -176,6 +176,16 @@ pub(crate) async fn add(
     };
     let added = state.node.add(request.path, mode).await?;
     let ticket = ticket_for(&state, added.kind, added.hash).await;
+    state.events.publish(
+        "added",
+        serde_json::json!({
+            "id": added.hash.to_hex(),
+            "kind": added.kind.to_string(),
+            "name": added.name,
+            "size": added.size,
+            "ticket": ticket,
+        }),
+    );
     Ok(Json(AddResponse {
         id: added.hash.to_hex(),
         kind: added.kind.to_string(),
@@ -301,7 +311,7 @@ pub(crate) struct DownloadOut {
     sources: Vec<SourceOut>,
 }
 
-fn download_out(handle: &spore_node::transfer::DownloadHandle) -> DownloadOut {
+pub(crate) fn download_out(handle: &spore_node::transfer::DownloadHandle) -> DownloadOut {
     use spore_node::transfer::DownloadState;
     let p = handle.progress();
     let (state, error) = match &p.state {
