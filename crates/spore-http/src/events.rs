@@ -73,7 +73,7 @@ impl Default for EventBus {
 
 impl EventBus {
     /// Publishes an event; returns its id.
-    pub(crate) fn publish(&self, kind: &'static str, data: Value) -> u64 {
+    pub fn publish(&self, kind: &'static str, data: Value) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let event = Arc::new(Event {
             id: inner.next_id,

@@ -269,3 +269,39 @@ async fn collection_files_by_path() {
     );
     d.daemon.shutdown().await;
 }
+
+/// The requested range is fetched first: with a seed that uploads slowly,
+/// a range near the end of the blob is served while most of the blob is
+/// still missing (in rarest-first order it would come last, on average).
+#[test]
+fn a_seek_is_served_before_the_rest_of_the_blob() {
+    let rt = runtime();
+    let file = pattern(24 * 1024 * 1024);
+    let (a, b, ticket, id) = rt.block_on(async {
+        let a = common::start_with(|c| c.transfer.max_upload = 4 * 1024 * 1024).await;
+        let b = start().await;
+        let (id, ticket) = a.add_file("slow.bin", &file).await;
+        (a, b, ticket, id)
+    });
+    let url = format!("{}/b/{ticket}", b.base);
+    let at = 20 * 1024 * 1024;
+    check(&url, &file, &Ask::Closed(at, at + 512 * 1024 - 1)).unwrap();
+    let hash = id.parse().unwrap();
+    let progress = b
+        .daemon
+        .node()
+        .transfer()
+        .find_download(&hash)
+        .unwrap()
+        .progress();
+    assert!(
+        progress.verified_bytes < file.len() as u64 / 2,
+        "the seek was served after {} of {} bytes: the playhead did not lead",
+        progress.verified_bytes,
+        file.len()
+    );
+    rt.block_on(async {
+        b.daemon.shutdown().await;
+        a.daemon.shutdown().await;
+    });
+}

@@ -17,6 +17,11 @@ pub(crate) struct TestDaemon {
 }
 
 pub(crate) async fn start() -> TestDaemon {
+    start_with(|_| {}).await
+}
+
+/// A daemon whose configuration `tune` adjusts first.
+pub(crate) async fn start_with(tune: impl FnOnce(&mut NodeConfig)) -> TestDaemon {
     let dir = TempDir::new().unwrap();
     let home = Home::under(dir.path());
     let mut config = NodeConfig::load(&home).unwrap();
@@ -27,6 +32,7 @@ pub(crate) async fn start() -> TestDaemon {
     config.net = spore_net::NetConfig::for_tests();
     (config.net.identity_file, config.net.address_book_file) = files;
     config.api.listen = "127.0.0.1:0".parse().unwrap();
+    tune(&mut config);
     let daemon = Daemon::start(home.clone(), config).await.unwrap();
     let base = format!("http://{}", daemon.api_addr());
     let token = spore_node::api_token(&home).unwrap();
