@@ -12,6 +12,7 @@ mod events;
 mod gateway;
 mod metrics;
 mod routes;
+mod ui;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
@@ -66,7 +67,7 @@ impl AppState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "spore node API", description = "Control a spore node. Send `Authorization: Bearer <token>`; the token is in `<home>/config/api-token`."),
-    paths(events::events, metrics::metrics, routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect, routes::start_download, routes::list_downloads, routes::get_download, routes::cancel_download),
+    paths(events::events, metrics::metrics, ui::upload, routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect, routes::start_download, routes::list_downloads, routes::get_download, routes::cancel_download),
     modifiers(&BearerToken)
 )]
 struct ApiDoc;
@@ -107,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
         .route("/v1/events", get(events::events))
+        .route("/v1/upload", post(ui::upload))
         .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -115,6 +117,9 @@ pub fn router(state: AppState) -> Router {
     let gateway = Router::new()
         .route("/b/{id}", get(gateway::blob))
         .route("/c/{id}/{*path}", get(gateway::collection_file))
+        .route("/", get(ui::index))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/style.css", get(ui::style_css))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_same_origin,

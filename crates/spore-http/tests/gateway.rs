@@ -309,3 +309,68 @@ fn seeks_are_served_before_the_rest_of_the_blob() {
         a.daemon.shutdown().await;
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ui_is_served_and_uploads_are_shared() {
+    let d = start().await;
+    let page = d.get("/", vec![]).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(
+        html.contains("/ui/app.js") && !html.contains("https://"),
+        "no CDN"
+    );
+    let js = d.get("/ui/app.js", vec![]).await;
+    assert_eq!(js.status, 200);
+    assert!(
+        js.header("content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+
+    let body = common::pattern(3_000_000); // more than axum's default body limit
+    let upload = |name: &str, token: String, body: Vec<u8>| {
+        let url = format!("{}/v1/upload?name={name}", d.base);
+        tokio::task::spawn_blocking(move || {
+            let mut r = common::agent()
+                .post(&url)
+                .header("Authorization", format!("Bearer {token}"))
+                .send(&body[..])
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            )
+        })
+    };
+    let (status, text) = upload("movie%20one.webm", d.token.clone(), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let added: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(added["id"], blake3::hash(&body).to_hex().as_str());
+    assert_eq!(added["name"], "movie one.webm");
+    let g = d
+        .get(&format!("/b/{}", added["id"].as_str().unwrap()), vec![])
+        .await;
+    assert!(g.body == body, "the upload is stored and served");
+    let (status, _) = upload("..%2Fescape", d.token.clone(), b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    let (status, _) = upload("x.bin", "wrong".into(), b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    d.daemon.shutdown().await;
+}
