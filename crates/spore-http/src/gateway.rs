@@ -84,7 +84,18 @@ fn request_for(ticket: &Ticket, hash: Hash, kind: ContentKind) -> DownloadReques
     }
 }
 
-/// `GET`/`HEAD /b/{id}`: a blob by content id or ticket.
+/// A blob by content id or ticket, with Range requests; fetched from the
+/// network on demand, the requested range first. No token (see the module docs).
+#[utoipa::path(get, path = "/b/{id}", tag = "gateway",
+    params(("id" = String, Path, description = "content id (64 hex digits) or ticket"),
+        ("filename" = Option<String>, Query, description = "names the Content-Type and Content-Disposition"),
+        ("download" = Option<String>, Query, description = "any value: Content-Disposition attachment"),
+        ("Range" = Option<String>, Header, description = "one range: `bytes=a-b`, `bytes=a-`, `bytes=-n`")),
+    responses((status = 200, description = "the whole content", content_type = "application/octet-stream"),
+        (status = 206, description = "the requested range"),
+        (status = 304, description = "If-None-Match matched the ETag (the content id)"),
+        (status = 400, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 416, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)))]
 pub(crate) async fn blob(
     State(state): State<AppState>,
     method: Method,
@@ -98,7 +109,13 @@ pub(crate) async fn blob(
     serve(stream, &method, &headers, query.filename.as_deref(), &query).await
 }
 
-/// `GET`/`HEAD /c/{collection}/{path}`: a file of a collection.
+/// A file of a collection by its path, with Range requests (as `/b/{id}`).
+#[utoipa::path(get, path = "/c/{collection}/{path}", tag = "gateway",
+    params(("collection" = String, Path, description = "collection id or ticket"),
+        ("path" = String, Path, description = "the file's path in the collection")),
+    responses((status = 200, description = "the whole file", content_type = "application/octet-stream"),
+        (status = 206, description = "the requested range"),
+        (status = 404, body = crate::error::ErrorBody), (status = 416, body = crate::error::ErrorBody)))]
 pub(crate) async fn collection_file(
     State(state): State<AppState>,
     method: Method,

@@ -67,7 +67,7 @@ impl AppState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "spore node API", description = "Control a spore node. Send `Authorization: Bearer <token>`; the token is in `<home>/config/api-token`."),
-    paths(events::events, metrics::metrics, ui::upload, routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect, routes::start_download, routes::list_downloads, routes::get_download, routes::cancel_download),
+    paths(gateway::blob, gateway::collection_file, events::events, metrics::metrics, ui::upload, routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect, routes::start_download, routes::list_downloads, routes::get_download, routes::cancel_download),
     modifiers(&BearerToken)
 )]
 struct ApiDoc;
