@@ -281,6 +281,7 @@ impl BlobStream {
                     match current {
                         Some(blob) if blob.is_complete() => {
                             // The download finished: read from the store from now on.
+                            control.readers.fetch_sub(1, Ordering::Relaxed);
                             self.source = Source::Local;
                             continue;
                         }
