@@ -10,11 +10,18 @@ root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 
 "$root/scripts/deps" # chromium, ffmpeg
+if ! command -v npm >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "ui: installing npm (Debian)" >&2
+  $sudo apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q npm >/dev/null
+fi
 stamp="$here/node_modules/.spore-ui-lock"
-want="$(sha256sum "$here/package.json" | cut -d' ' -f1)"
+want="$(sha256sum "$here/package-lock.json" | cut -d' ' -f1)"
 if [ ! -d "$here/node_modules/playwright-core" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "ui: npm install playwright-core in tests/ui" >&2
-  (cd "$here" && npm install --no-audit --no-fund --loglevel=error)
+  echo "ui: npm ci (playwright-core) in tests/ui" >&2
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
   echo "$want" >"$stamp"
 fi
 
