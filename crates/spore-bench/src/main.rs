@@ -1,10 +1,11 @@
 //! Benchmarks that print numbers side by side with the reference tools named
 //! in DESIGN.md §8. They are commands, not tests: nothing here asserts a time.
 //!
-//! `cargo run --release -p spore-bench -- import|transfer|compare` (see docs/benchmarks.md).
+//! `cargo run --release -p spore-bench -- import|transfer|compare|streaming` (see docs/benchmarks.md).
 
 mod compare;
 mod import;
+mod streaming;
 mod transfer;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,9 @@ enum Bench {
     /// spore 1→1 beside libtorrent, aria2 and kubo on the same file
     /// (install them with scripts/bench-deps).
     Compare(compare::Args),
+    /// Time to the first 4 MiB and seek latency of remote content read
+    /// through a node's HTTP gateway (loopback, a fresh node per run).
+    Streaming(streaming::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +40,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Import(args) => import::run(args),
         Bench::Transfer(args) => transfer::run(args),
         Bench::Compare(args) => compare::run(args),
+        Bench::Streaming(args) => streaming::run(args),
     }
 }

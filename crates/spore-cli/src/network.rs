@@ -107,7 +107,8 @@ fn node(home: &Home, args: &NodeArgs, json: bool) -> Result<()> {
             for addr in &status.listen_addrs {
                 println!("  listening on {addr}");
             }
-            println!("  API http://{}/v1  (token in {})", daemon.api_addr(), token_path.display());
+            println!("  open http://{}/  (web UI; token in {})", daemon.api_addr(), token_path.display());
+            println!("  API http://{0}/v1, stream http://{0}/b/<id> (Range; mpv/VLC/browsers play it)", daemon.api_addr());
             println!("  stop with Ctrl-C");
         }
         daemon.wait_for_signal().await;

@@ -29,6 +29,7 @@ pub enum DaemonError {
 pub struct Daemon {
     node: Arc<Node>,
     api_addr: SocketAddr,
+    events: Arc<crate::EventBus>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -45,6 +46,7 @@ impl Daemon {
         let api_addr = listener.local_addr().map_err(DaemonError::Files)?;
         let node = Node::start(home.clone(), config, CancellationToken::new()).await?;
         let state = AppState::new(node.clone(), token, api_addr);
+        let events = state.events.clone();
         let server = tokio::spawn(crate::serve(listener, state));
         ApiEndpoint {
             addr: api_addr,
@@ -56,6 +58,7 @@ impl Daemon {
         Ok(Self {
             node,
             api_addr,
+            events,
             server,
         })
     }
@@ -66,6 +69,11 @@ impl Daemon {
 
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// The API's event bus (what `/v1/events` streams).
+    pub fn events(&self) -> &Arc<crate::EventBus> {
+        &self.events
     }
 
     /// Waits for SIGINT or SIGTERM (or for the node to be cancelled).

@@ -8,7 +8,11 @@
 mod auth;
 mod daemon;
 mod error;
+mod events;
+mod gateway;
+mod metrics;
 mod routes;
+mod ui;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
@@ -25,6 +29,8 @@ use utoipa::{
 pub use daemon::{Daemon, DaemonError};
 pub use error::ApiError;
 pub use routes::Peer;
+pub use events::EventBus;
+pub use metrics::Metrics;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -34,6 +40,9 @@ pub struct AppState {
     pub started: Instant,
     /// `Origin` values a browser may send (the API's own addresses).
     pub allowed_origins: Arc<[String]>,
+    /// Node events for `/v1/events`.
+    pub events: Arc<events::EventBus>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -50,6 +59,8 @@ impl AppState {
             token: token.into(),
             started: Instant::now(),
             allowed_origins: allowed_origins.into(),
+            events: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -57,7 +68,7 @@ impl AppState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "spore node API", description = "Control a spore node. Send `Authorization: Bearer <token>`; the token is in `<home>/config/api-token`."),
-    paths(routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect, routes::start_download, routes::list_downloads, routes::get_download, routes::cancel_download, routes::pause_download, routes::resume_download),
+    paths(gateway::blob, gateway::collection_file, events::events, metrics::metrics, ui::upload, routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect, routes::start_download, routes::list_downloads, routes::get_download, routes::cancel_download, routes::pause_download, routes::resume_download),
     modifiers(&BearerToken)
 )]
 struct ApiDoc;
@@ -99,13 +110,31 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/downloads/{id}/pause", post(routes::pause_download))
         .route("/v1/downloads/{id}/resume", post(routes::resume_download))
         .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
+        .route("/v1/events", get(events::events))
+        .route("/v1/upload", post(ui::upload))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ));
+    let gateway = Router::new()
+        .route("/b/{id}", get(gateway::blob))
+        .route("/c/{id}/{*path}", get(gateway::collection_file))
+        .route("/", get(ui::index))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/style.css", get(ui::style_css))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_same_origin,
+        ));
     Router::new()
         .route("/v1/health", get(routes::health))
         .merge(protected)
+        .merge(gateway)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
         .with_state(state)
 }
@@ -113,7 +142,9 @@ pub fn router(state: AppState) -> Router {
 /// Serves the API on `listener` until `node`'s cancellation token fires.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let cancel = state.node.cancel_token().clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    let pump = events::pump(state.clone());
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { cancel.cancelled().await });
+    let (served, ()) = tokio::join!(server.into_future(), pump);
+    served
 }

@@ -48,6 +48,10 @@ pub(crate) struct Status {
     provided_keys: usize,
     /// Entries the user added, and downloads in progress.
     store_entries: usize,
+    /// Payload bytes sent to peers since the node started.
+    uploaded_bytes: u64,
+    /// Bytes downloaded and verified since the node started.
+    downloaded_bytes: u64,
 }
 
 /// The node at a glance.
@@ -76,6 +80,8 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Status>
         kad_server_mode: net.kad_server_mode,
         provided_keys: net.provided_keys,
         store_entries,
+        uploaded_bytes: state.node.transfer().upload_stats().total,
+        downloaded_bytes: state.node.transfer().downloaded_bytes(),
     }))
 }
 
@@ -176,16 +182,35 @@ pub(crate) async fn add(
     } else {
         ImportMode::InPlace
     };
-    let added = state.node.add(request.path, mode).await?;
-    let ticket = ticket_for(&state, added.kind, added.hash).await;
-    Ok(Json(AddResponse {
+    add_path(&state, request.path, mode).await.map(Json)
+}
+
+/// Adds a path, announces it, and tells the event stream.
+pub(crate) async fn add_path(
+    state: &AppState,
+    path: PathBuf,
+    mode: ImportMode,
+) -> Result<AddResponse, ApiError> {
+    let added = state.node.add(path, mode).await?;
+    let ticket = ticket_for(state, added.kind, added.hash).await;
+    state.events.publish(
+        "added",
+        serde_json::json!({
+            "id": added.hash.to_hex(),
+            "kind": added.kind.to_string(),
+            "name": added.name,
+            "size": added.size,
+            "ticket": ticket,
+        }),
+    );
+    Ok(AddResponse {
         id: added.hash.to_hex(),
         kind: added.kind.to_string(),
         name: added.name,
         size: added.size,
         files: added.files,
         ticket,
-    }))
+    })
 }
 
 /// A ticket for `hash` that names this node as a provider.
@@ -310,7 +335,7 @@ pub(crate) struct DownloadOut {
     sources: Vec<SourceOut>,
 }
 
-fn download_out(handle: &spore_node::transfer::DownloadHandle) -> DownloadOut {
+pub(crate) fn download_out(handle: &spore_node::transfer::DownloadHandle) -> DownloadOut {
     use spore_node::transfer::DownloadState;
     let p = handle.progress();
     let (state, error) = match &p.state {

@@ -219,6 +219,11 @@ async fn status_openapi_and_add() {
         "/v1/connect",
         "/v1/disconnect",
         "/v1/health",
+        "/v1/events",
+        "/v1/upload",
+        "/metrics",
+        "/b/{id}",
+        "/c/{collection}/{path}",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }

@@ -187,6 +187,9 @@ struct Controller {
     rate_mark: (Instant, u64),
     finished: bool,
     failed: Option<String>,
+    /// Streaming readers and their playhead (see `stream.rs`).
+    stream: Arc<super::stream::StreamControl>,
+    playhead: Option<u64>,
 }
 
 pub(super) async fn run(
@@ -196,7 +199,9 @@ pub(super) async fn run(
     progress_tx: watch::Sender<Progress>,
     view_tx: watch::Sender<Option<Blob>>,
     mut candidates: mpsc::Receiver<PeerId>,
+    stream: Arc<super::stream::StreamControl>,
 ) {
+    let mut playhead_rx = stream.playhead.subscribe();
     let hash = request.hash;
     let (events_tx, mut events_rx) = mpsc::channel(1024);
     let (results_tx, mut results_rx) = mpsc::channel(1024);
@@ -230,6 +235,8 @@ pub(super) async fn run(
         rate_mark: (now, 0),
         finished: false,
         failed: None,
+        stream,
+        playhead: None,
         shared,
     };
 
@@ -266,6 +273,10 @@ pub(super) async fn run(
             Some(ev) = events_rx.recv() => c.on_event(ev).await,
             Some(done) = results_rx.recv() => c.on_done(done),
             Some(peer) = candidates.recv() => c.add_source(peer, Vec::new()),
+            Ok(()) = playhead_rx.changed() => {
+                let playhead = *playhead_rx.borrow_and_update();
+                c.on_playhead(playhead);
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
                 c.on_tick(now);
@@ -548,8 +559,9 @@ impl Controller {
         let view = self.view_tx.clone();
         let store = self.shared.store.clone();
         let tag = self.tag;
+        let stream = self.stream.clone();
         self.worker = Some(tokio::task::spawn_blocking(move || {
-            worker(partial, rx, results, &view, &store, tag);
+            worker(partial, rx, results, &view, &store, tag, &stream);
         }));
         self.worker_tx.send_replace(Some(tx));
         self.candidate = Some((size, None));
@@ -575,7 +587,10 @@ impl Controller {
             ..SchedulerConfig::default()
         };
         match Scheduler::new(size, verified, config, seed()) {
-            Ok(s) => self.sched = Some(s),
+            Ok(mut s) => {
+                s.set_playhead(self.playhead, Instant::now());
+                self.sched = Some(s);
+            }
             Err(e) => {
                 self.failed = Some(e.to_string());
                 return;
@@ -596,6 +611,8 @@ impl Controller {
             self.join_scheduler(p);
         }
         self.fill_all();
+        // Streaming readers wait for the size: tell them now, not at the next tick.
+        self.publish();
     }
 
     /// Adds `peer` to the scheduler if its claim matches the size.
@@ -913,6 +930,9 @@ impl Controller {
         if let Some(s) = self.sources.get_mut(&peer) {
             s.useful_bytes += bytes;
         }
+        self.shared
+            .downloaded
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         lock(&self.shared.choker).on_downloaded(&peer, bytes);
     }
 
@@ -923,6 +943,16 @@ impl Controller {
                 ((g + 1) * GROUP_SIZE).min(size) - (g * GROUP_SIZE).min(size)
             }
             _ => 0,
+        }
+    }
+
+    /// A streaming reader moved: fetch the window after it first.
+    fn on_playhead(&mut self, playhead: Option<u64>) {
+        self.playhead = playhead;
+        if let Some(sched) = self.sched.as_mut() {
+            let cancels = sched.set_playhead(playhead, Instant::now());
+            self.send_cancels(cancels);
+            self.fill_all();
         }
     }
 
@@ -1000,6 +1030,7 @@ fn worker(
     view: &watch::Sender<Option<Blob>>,
     store: &spore_store::Store,
     tag: bool,
+    stream: &super::stream::StreamControl,
 ) {
     let report = |d: Done| {
         let _ = results.blocking_send(d);
@@ -1089,7 +1120,8 @@ fn worker(
                 report(Done::Fatal(e.to_string()));
             }
         }
-        if now.duration_since(last_view) >= PUBLISH_EVERY {
+        // A streaming reader waits for every group: show them at once.
+        if now.duration_since(last_view) >= PUBLISH_EVERY || stream.is_streaming() {
             last_view = now;
             view.send_replace(Some(p.reader()));
         }

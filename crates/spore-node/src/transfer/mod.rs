@@ -25,6 +25,7 @@
 mod collection;
 mod fetch;
 mod serve;
+mod stream;
 mod stream_io;
 
 use std::{
@@ -46,6 +47,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 pub use spore_transfer::wire::PROTOCOL;
+pub use stream::{BlobStream, StreamError};
 
 /// Settings of the transfer engine (`[transfer]` in `spore.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -309,6 +311,8 @@ pub(crate) struct ActiveDownload {
     /// Peers that opened a session for this hash (they may have groups too).
     pub(crate) candidates: mpsc::Sender<PeerId>,
     pub(crate) handle: DownloadHandle,
+    /// Where streaming readers move the scheduler's playhead.
+    pub(crate) stream: Arc<stream::StreamControl>,
 }
 
 /// Upload counters, for tests and status.
@@ -341,6 +345,8 @@ pub(crate) struct Shared {
     /// Serve sessions per peer, to deliver choke decisions: peer → (session id → control).
     pub(crate) serve_sessions: Mutex<HashMap<PeerId, HashMap<u64, ChokeControl>>>,
     pub(crate) uploads: Mutex<UploadStats>,
+    /// Bytes of chunk groups downloaded and verified (new ones only).
+    pub(crate) downloaded: std::sync::atomic::AtomicU64,
     pub(crate) tasks: Mutex<JoinSet<()>>,
 }
 
@@ -434,6 +440,7 @@ impl Transfer {
             choker: Mutex::new(choker),
             serve_sessions: Mutex::new(HashMap::new()),
             uploads: Mutex::new(UploadStats::default()),
+            downloaded: std::sync::atomic::AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),
         });
         {
@@ -459,6 +466,7 @@ impl Transfer {
         let (progress_tx, progress_rx) = watch::channel(Progress::new(request.hash));
         let (view_tx, view_rx) = watch::channel(None);
         let (cand_tx, cand_rx) = mpsc::channel(64);
+        let stream = stream::StreamControl::new();
         let handle = self.new_handle(&request, progress_rx);
         downloads.insert(
             request.hash,
@@ -466,6 +474,7 @@ impl Transfer {
                 view: view_rx,
                 candidates: cand_tx,
                 handle: handle.clone(),
+                stream: stream.clone(),
             },
         );
         // while downloading, upload slots go to the peers that upload to us fastest
@@ -481,6 +490,7 @@ impl Transfer {
             progress_tx,
             view_tx,
             cand_rx,
+            stream,
         );
         lock(&self.shared.tasks).spawn(task);
         handle
@@ -607,6 +617,13 @@ impl Transfer {
     /// What this node uploaded so far.
     pub fn upload_stats(&self) -> UploadStats {
         lock(&self.shared.uploads).clone()
+    }
+
+    /// Bytes downloaded and verified since the node started (every download).
+    pub fn downloaded_bytes(&self) -> u64 {
+        self.shared
+            .downloaded
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits for every task of the engine; call after cancelling the node's token.
