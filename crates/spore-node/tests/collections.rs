@@ -392,6 +392,12 @@ async fn a_collection_pauses_and_resumes() {
     let resumed = transfer.resume(&added.hash).await.unwrap();
     let done = wait(&resumed, 60).await;
     assert_eq!(done.files_done, files.len());
+    assert!(
+        done.resumed_bytes >= at_pause.verified_bytes.saturating_sub(2 * MIB),
+        "the second run resumed {} bytes, {} were verified at the pause",
+        done.resumed_bytes,
+        at_pause.verified_bytes
+    );
     let second = seed.node.transfer().upload_stats().total - uploaded;
     let total = 12 * MIB;
     assert!(

@@ -226,7 +226,6 @@ impl Run {
             .await?;
         let mut done_bytes = 0u64;
         let mut files_done = 0usize;
-        let mut resumed = 0u64;
         let mut pending = Vec::new();
         for m in members {
             if present.contains(&m.hash) {
@@ -237,7 +236,8 @@ impl Run {
                 pending.push(m);
             }
         }
-        resumed += done_bytes;
+        // what was here before this run (whole files, then the groups members resume from)
+        let mut resumed = done_bytes;
         pending.reverse(); // pop() takes them in manifest order
 
         let mut running: Vec<(Member, DownloadHandle)> = Vec::new();
@@ -254,7 +254,6 @@ impl Run {
                     dest: None,
                     member: true,
                 });
-                resumed += handle.progress().resumed_bytes;
                 self.members.push(handle.clone());
                 running.push((m, handle));
             }
@@ -269,6 +268,7 @@ impl Run {
                         self.check_size(&m).await?;
                         done_bytes += m.size * m.entries as u64;
                         files_done += m.entries;
+                        resumed += p.resumed_bytes.min(m.size) * m.entries as u64;
                         merge_sources(&mut sources, &p.sources);
                     }
                     DownloadState::Failed(e) => return Err(format!("{}: {e}", m.path)),
@@ -283,14 +283,16 @@ impl Run {
             running = still;
             let mut all_sources = sources.clone();
             let mut verified = done_bytes;
+            let mut resumed_now = resumed;
             let mut peers = 0;
             for (m, h) in &running {
                 let p = h.progress();
                 verified += p.verified_bytes.min(m.size) * m.entries as u64;
+                resumed_now += p.resumed_bytes.min(m.size) * m.entries as u64;
                 peers = peers.max(p.peers);
                 merge_sources(&mut all_sources, &p.sources);
             }
-            self.publish(verified, resumed, peers, files_done, all_sources);
+            self.publish(verified, resumed_now, peers, files_done, all_sources);
             if !running.is_empty() {
                 let mut changes: Vec<_> = running.iter().map(|(_, h)| h.subscribe()).collect();
                 let any = futures::future::select_all(
