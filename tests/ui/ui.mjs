@@ -42,10 +42,11 @@ try {
     return row && row.dataset.state === "done" && row.querySelector(".pct").textContent === "100%";
   }, null, { timeout: 60000 });
   console.log("ui: download reached 100%");
-  const peers = await page.textContent("#peer-count");
-  if (Number(peers) < 1) fail(`peer count is ${peers}`);
-  const peerRows = await page.locator("#peers tbody tr").count();
-  if (peerRows < 1) fail("the peers list is empty");
+  await page.waitForFunction(
+    () => Number(document.getElementById("peer-count").textContent) >= 1
+      && document.querySelectorAll("#peers tbody tr").length >= 1,
+    null, { timeout: 10000 },
+  ).catch(() => fail("the peer count or the peers list stayed empty"));
 
   // 3. Play it from the gateway.
   await page.click("#downloads tbody tr button.play");

@@ -99,12 +99,9 @@ pub(crate) fn run(args: Args) -> Result<()> {
         .build()?;
     let seed_home = Home::under(&scratch.path().join("seed"));
     let (seed, ticket): (Arc<Node>, String) = runtime.block_on(async {
-        let seed = Node::start(
-            seed_home.clone(),
-            config(&seed_home)?,
-            CancellationToken::new(),
-        )
-        .await?;
+        let mut seed_config = config(&seed_home)?;
+        seed_config.transfer.max_upload = args.seed_mib_per_s << 20;
+        let seed = Node::start(seed_home.clone(), seed_config, CancellationToken::new()).await?;
         let added = seed.add(file.clone(), ImportMode::InPlace).await?;
         let hint = seed.net().local_provider_hint().await?;
         let ticket = Ticket::new(ContentKind::Blob, added.hash).with_providers(vec![hint]);

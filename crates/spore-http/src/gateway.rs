@@ -126,13 +126,7 @@ pub(crate) async fn collection_file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let ticket = parse(&id)?;
-    let manifest = {
-        let request = request_for(&ticket, ticket.hash, ContentKind::Collection);
-        let mut stream = state.node.transfer().open_stream(request).await?;
-        stream.read_to_end(MAX_MANIFEST).await?
-    };
-    let collection = Collection::decode(&manifest)
-        .map_err(|e| ApiError::bad_request(format!("{} is not a collection: {e}", ticket.hash)))?;
+    let collection = manifest(&state, &ticket).await?;
     let path = path.trim_end_matches('/');
     let Some(entry) = collection.find(path) else {
         return Err(ApiError::not_found(format!(
@@ -147,6 +141,68 @@ pub(crate) async fn collection_file(
         .clone()
         .or_else(|| path.rsplit('/').next().map(str::to_string));
     serve(stream, &method, &headers, name.as_deref(), &query).await
+}
+
+/// `GET /c/{collection}/`: an HTML index of the collection's files.
+pub(crate) async fn collection_index(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let ticket = parse(&id)?;
+    let collection = manifest(&state, &ticket).await?;
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    };
+    let link = |path: &str| {
+        path.split('/')
+            .map(|seg| {
+                seg.bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => {
+                            (b as char).to_string()
+                        }
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let mut html = format!(
+        "<!doctype html><meta charset=utf-8><title>{0}</title><h1>collection {0}</h1><ul>",
+        ticket.hash.short()
+    );
+    for entry in collection.entries() {
+        let path = entry.path.as_str();
+        html.push_str(&format!(
+            "<li><a href=\"/c/{}/{}\">{}</a> ({} bytes)</li>",
+            ticket.hash.to_hex(),
+            link(path),
+            escape(path),
+            entry.size
+        ));
+    }
+    html.push_str("</ul>");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'"),
+        ],
+        html,
+    )
+        .into_response())
+}
+
+async fn manifest(state: &AppState, ticket: &Ticket) -> Result<Collection, ApiError> {
+    let request = request_for(ticket, ticket.hash, ContentKind::Collection);
+    let mut stream = state.node.transfer().open_stream(request).await?;
+    let bytes = stream.read_to_end(MAX_MANIFEST).await?;
+    Collection::decode(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("{} is not a collection: {e}", ticket.hash)))
 }
 
 /// The byte range a request asks for: `None` for the whole blob.

@@ -120,6 +120,8 @@ pub fn router(state: AppState) -> Router {
     let gateway = Router::new()
         .route("/b/{id}", get(gateway::blob))
         .route("/c/{id}/{*path}", get(gateway::collection_file))
+        .route("/c/{id}", get(gateway::collection_index))
+        .route("/c/{id}/", get(gateway::collection_index))
         .route("/", get(ui::index))
         .route("/ui/app.js", get(ui::app_js))
         .route("/ui/style.css", get(ui::style_css))

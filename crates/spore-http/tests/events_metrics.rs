@@ -244,3 +244,54 @@ async fn metrics_need_the_token_and_their_values_move() {
     b.daemon.shutdown().await;
     a.daemon.shutdown().await;
 }
+
+/// A client that stops reading is not buffered for: once the socket is
+/// full, the bounded channel overflows and the client, when it reads
+/// again, is told how many events it lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_lags_and_is_told_so() {
+    let d = start().await;
+    let (base, token) = endpoint(&d);
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let response = common::agent()
+            .get(&format!("{base}/v1/events"))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        opened_tx.send(()).unwrap();
+        go_rx.recv().unwrap(); // stop reading while the node publishes
+        let mut lines = BufReader::new(response.into_body().into_reader()).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut event = String::new();
+        while Instant::now() < deadline {
+            let Some(Ok(line)) = lines.next() else { break };
+            if let Some(kind) = line.strip_prefix("event: ") {
+                event = kind.to_string();
+            }
+            if event == "lagged" && line.starts_with("data: ") {
+                return Some(line);
+            }
+        }
+        None
+    });
+    tokio::task::spawn_blocking(move || opened_rx.recv().unwrap())
+        .await
+        .unwrap();
+    // Far more than the socket buffers and the channel hold.
+    let padding = "x".repeat(200);
+    for i in 0..200_000 {
+        d.daemon
+            .events()
+            .publish("test", serde_json::json!({ "i": i, "pad": padding }));
+    }
+    go_tx.send(()).unwrap();
+    let lagged = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    let data: serde_json::Value =
+        serde_json::from_str(lagged.expect("a lagged event").trim_start_matches("data: ")).unwrap();
+    assert!(data["missed"].as_u64() > Some(0), "{data}");
+    d.daemon.shutdown().await;
+}

@@ -262,6 +262,14 @@ async fn collection_files_by_path() {
     assert_eq!(g.header("content-type"), Some("audio/ogg"));
     let g = d.get(&format!("/c/{id}/cover.txt"), vec![]).await;
     assert_eq!((g.status, g.body.as_slice()), (200, b"cover".as_slice()));
+    let index = d.get(&format!("/c/{id}/"), vec![]).await;
+    assert_eq!(index.status, 200);
+    let html = String::from_utf8(index.body).unwrap();
+    assert!(
+        html.contains(&format!("href=\"/c/{id}/disc%201/track.ogg\"")),
+        "{html}"
+    );
+    assert!(html.contains(">cover.txt</a>"), "{html}");
     let g = d.get(&format!("/c/{id}/missing.txt"), vec![]).await;
     assert_eq!(
         (g.status, g.json()["error"]["code"].as_str()),
@@ -272,9 +280,8 @@ async fn collection_files_by_path() {
 
 /// The requested range is fetched first: three seeks are each served while
 /// the blob is still mostly missing. Without the playhead (pieces in random,
-/// rarest-first order) this failed 3 runs in 3. The seed is given an upload
-/// limit to slow the background download down (but see the report: the
-/// limit did not appear to hold in the streaming benchmark).
+/// rarest-first order) this failed 3 runs in 3. The seed's upload limit
+/// slows the background download down.
 #[test]
 fn seeks_are_served_before_the_rest_of_the_blob() {
     let rt = runtime();

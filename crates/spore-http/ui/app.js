@@ -142,10 +142,59 @@ async function tick() {
   }
 }
 
+// Live updates: /v1/events read with fetch (EventSource cannot send the
+// token). A download or peer event refreshes its table at once; the 1 s
+// poll stays as the fallback. Reconnects with Last-Event-ID.
+let lastEventId = null;
+let eventsRunning = false;
+const pending = new Set();
+function soon(what) {
+  if (pending.has(what)) return;
+  pending.add(what);
+  setTimeout(() => { pending.delete(what); what().catch(() => {}); }, 150);
+}
+async function followEvents() {
+  if (eventsRunning) return;
+  eventsRunning = true;
+  while (token && !$("app").hidden) {
+    try {
+      const headers = { Authorization: `Bearer ${token}` };
+      if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+      const res = await fetch("/v1/events", { headers });
+      if (!res.ok) throw new Error(`${res.status}`);
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let end;
+        while ((end = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          let kind = "";
+          for (const line of block.split("\n")) {
+            if (line.startsWith("id: ")) lastEventId = line.slice(4);
+            if (line.startsWith("event: ")) kind = line.slice(7);
+          }
+          if (kind === "download") soon(refreshDownloads);
+          if (kind.startsWith("peer_")) { soon(refreshPeers); soon(refreshStatus); }
+          if (kind === "lagged") { soon(refreshDownloads); soon(refreshPeers); }
+        }
+      }
+    } catch (e) {
+      console.warn("events:", e.message);
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  eventsRunning = false;
+}
+
 function start() {
   $("login").hidden = true;
   $("app").hidden = false;
   tick();
+  followEvents();
 }
 
 $("token-form").onsubmit = async (e) => {
