@@ -22,6 +22,7 @@ pub mod identity;
 pub mod ip_limit;
 mod known_addrs;
 mod mdns;
+pub mod multi_value;
 pub mod store;
 mod types;
 
@@ -35,6 +36,7 @@ pub use handle::{
     StartError,
 };
 pub use hint::{HintError, from_hint, to_hint};
+pub use identity::{NodeSigner, peer_id_from_ed25519, verify_by_peer};
 pub use libp2p::{Multiaddr, PeerId, Stream, multiaddr};
 pub use tokio_util::sync::CancellationToken;
 pub use types::{

@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{query::Query, record::SignedRecord, words};
 
-/// Prefix of every keyword key in the DHT.
-pub const KEY_PREFIX: &[u8] = b"/spore/kw/1/";
+/// Prefix of every keyword key in the DHT. It starts with spore-net's
+/// multi-value prefix (`/spore/mv/`): one slot per publisher under a key.
+pub const KEY_PREFIX: &[u8] = b"/spore/mv/kw/1/";
 /// Items one publisher lists under one keyword.
-pub const MAX_ITEMS_PER_KEYWORD: usize = 16;
-/// Largest encoded keyword record.
-pub const MAX_RECORD_BYTES: usize = 12 * 1024;
+pub const MAX_ITEMS_PER_KEYWORD: usize = 8;
+/// Largest encoded keyword record (spore-net's limit for one slot's payload).
+pub const MAX_RECORD_BYTES: usize = 4 * 1024;
 /// Keywords published per item (its longest, which tend to be the rarest).
 pub const KEYWORDS_PER_ITEM: usize = 6;
 
@@ -96,8 +97,15 @@ pub fn records_to_publish(items: &[SignedRecord], max_keywords: usize) -> Vec<Ke
     }
     let mut out: Vec<KeywordRecord> = by_word
         .into_iter()
-        .map(|(keyword, records)| KeywordRecord { keyword, records })
-        .filter(|r| r.encode().len() <= MAX_RECORD_BYTES)
+        .map(|(keyword, records)| {
+            let mut r = KeywordRecord { keyword, records };
+            // Long names: list fewer items rather than none.
+            while r.encode().len() > MAX_RECORD_BYTES && !r.records.is_empty() {
+                r.records.pop();
+            }
+            r
+        })
+        .filter(|r| !r.records.is_empty())
         .collect();
     out.sort_by_key(|r| r.records.len());
     out.truncate(max_keywords);

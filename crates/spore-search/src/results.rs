@@ -90,6 +90,11 @@ impl ResultSet {
         Added::New
     }
 
+    /// The query these results answer.
+    pub fn query(&self) -> &Query {
+        &self.query
+    }
+
     pub fn get(&self, id: &Hash) -> Option<&Merged> {
         self.items.get(id)
     }

@@ -297,7 +297,7 @@ impl<P: Clone + Eq + Hash> Router<P> {
         match msg {
             Message::Query(q) => self.on_query(now, from, q),
             Message::Hits { id, records } => self.on_hits(now, from, id, records),
-            Message::Filter(f) => self.on_filter(now, from, f),
+            Message::Filter(f) => self.on_filter(now, from, Arc::new(f)),
         }
     }
 
@@ -443,7 +443,13 @@ impl<P: Clone + Eq + Hash> Router<P> {
         }
     }
 
-    fn on_filter(&mut self, now: Instant, from: P, filter: RouteFilter) -> Vec<Action<P>> {
+    /// A routing filter that was decoded and checked already, shared (the
+    /// simulation hands one filter to every neighbour without copying it).
+    pub fn on_filter(&mut self, now: Instant, from: P, filter: Arc<RouteFilter>) -> Vec<Action<P>> {
+        if self.is_banned(now, &from) || !self.add_neighbour(now, from.clone()) {
+            self.stats.rejected += 1;
+            return Vec::new();
+        }
         let rate = self.config.filter_rate;
         let Some(n) = self.neighbours.get_mut(&from) else {
             return Vec::new();
@@ -453,7 +459,7 @@ impl<P: Clone + Eq + Hash> Router<P> {
             return self.penalise(now, from, Offence::Flood);
         }
         self.stats.filters_received += 1;
-        n.filter = Some(Arc::new(filter));
+        n.filter = Some(filter);
         Vec::new()
     }
 

@@ -200,12 +200,12 @@ impl Sim {
             let filters: Vec<_> = self.routers.iter().map(Router::own_filter).collect();
             for (node, filter) in filters.into_iter().enumerate() {
                 let Some(filter) = filter else { continue };
-                let msg = Message::Filter(filter);
-                let bytes = msg.encode().len() as u64;
+                let bytes = Message::Filter(filter.clone()).encode().len() as u64;
+                let filter = std::sync::Arc::new(filter);
                 for &peer in &self.adjacency[node] {
                     self.filter_messages += 1;
                     self.filter_bytes += bytes;
-                    let _ = self.routers[peer].on_message(self.now, node, msg.clone());
+                    let _ = self.routers[peer].on_filter(self.now, node, filter.clone());
                 }
             }
         }
