@@ -9,6 +9,7 @@ mod auth;
 mod daemon;
 mod error;
 mod routes;
+mod search;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
@@ -56,7 +57,7 @@ impl AppState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "spore node API", description = "Control a spore node. Send `Authorization: Bearer <token>`; the token is in `<home>/config/api-token`."),
-    paths(routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect, routes::start_download, routes::list_downloads, routes::get_download, routes::cancel_download),
+    paths(routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect, routes::start_download, routes::list_downloads, routes::get_download, routes::cancel_download, search::search),
     modifiers(&BearerToken)
 )]
 struct ApiDoc;
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/downloads/{id}",
             get(routes::get_download).delete(routes::cancel_download),
         )
+        .route("/v1/search", get(search::search))
         .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -31,7 +31,7 @@ pub mod sim;
 pub mod wire;
 pub mod words;
 
-pub use query::{DEFAULT_HOPS, Filters, MAX_HOPS, Query, QueryError, QueryId};
+pub use query::{DEFAULT_HOPS, Filters, MAX_HOPS, Query, QueryError, QueryId, parse_size};
 pub use record::{ItemKind, Media, RecordBody, RecordSigner, SignedRecord};
 pub use router::{Action, Offence, Router, RouterConfig, Strategy};
 pub use wire::{MAX_FRAME, Message, PROTOCOL, WireError};

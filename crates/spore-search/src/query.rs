@@ -146,6 +146,37 @@ impl Query {
     }
 }
 
+/// Parses a size as a user writes it: `1500`, `10M`, `1.5G`, `700MiB`, `2k`
+/// (K, M, G, T are powers of 1024; a trailing `B` or `iB` is allowed).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (try 1500, 10M, 1.5G)"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(&unit);
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(format!("{text:?}: unknown unit (use K, M, G or T)")),
+    };
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use spore_core::Hash;
@@ -187,6 +218,17 @@ mod tests {
         .unwrap();
         assert!(video.matches(&item("talk.mkv", 1)));
         assert!(!video.matches(&item("talk.pdf", 1)));
+    }
+
+    #[test]
+    fn sizes_parse_like_a_user_writes_them() {
+        assert_eq!(parse_size("1500"), Ok(1500));
+        assert_eq!(parse_size("10M"), Ok(10 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("700MiB"), Ok(700 << 20));
+        assert_eq!(parse_size("2kb"), Ok(2048));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5X").is_err());
     }
 
     #[test]
