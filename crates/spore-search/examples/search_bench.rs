@@ -76,7 +76,7 @@ fn main() {
             "{:<34} {:>8} {:>12} {:>10} {:>12}",
             "strategy", "recall", "msgs/query", "hits/q", "vs flood-4"
         );
-        let flood = |hops| SimConfig::new(n, Strategy::Flood, 42 + hops as u64);
+        let flood = |_hops: u8| SimConfig::new(n, Strategy::Flood, 42);
         let guided = SimConfig::new(n, Strategy::Guided, 42);
         let mut qrp = SimConfig::new(n, Strategy::Guided, 42);
         qrp.router = RouterConfig {
@@ -108,6 +108,12 @@ fn main() {
                 (r.queries + r.hits) as f64 / base.max(1) as f64
             );
         }
+        let fill: Vec<String> = sim
+            .filter_fill()
+            .iter()
+            .map(|f| format!("{:.1}%", 100.0 * f))
+            .collect();
+        println!("routing filter fill by level (spore): {}", fill.join(", "));
         let per_node = sim.filter_messages as f64 / n as f64;
         println!(
             "filter exchange (spore): {:.0} filter messages per node ({} rounds), {:.1} KiB each",

@@ -211,6 +211,24 @@ impl Sim {
         }
     }
 
+    /// Mean share of bits set in each level of the nodes' routing filters
+    /// (false positives grow as fill^4).
+    pub fn filter_fill(&self) -> Vec<f64> {
+        let mut sums: Vec<f64> = Vec::new();
+        let mut count: f64 = 0.0;
+        for r in &self.routers {
+            let Some(f) = r.own_filter() else { continue };
+            count += 1.0;
+            for (j, level) in f.levels.iter().enumerate() {
+                if sums.len() <= j {
+                    sums.push(0.0);
+                }
+                sums[j] += level.fill();
+            }
+        }
+        sums.into_iter().map(|s| s / count.max(1.0)).collect()
+    }
+
     /// Runs `query` from `origin` as one plain query (its hop limit as is).
     pub fn search_once(&mut self, origin: usize, query: Query) -> Outcome {
         self.now += Duration::from_secs(1);
