@@ -9,7 +9,7 @@ use axum::{
 };
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use spore_node::search::{SearchEvent, SearchHit, SearchRequest};
+use spore_node::search::{SearchError, SearchEvent, SearchHit, SearchRequest};
 use spore_search::{Filters, ItemKind, MAX_HOPS, Media, parse_size};
 use utoipa::{IntoParams, ToSchema};
 
@@ -158,10 +158,15 @@ pub(crate) async fn search(
         let _ = tx.try_send(SearchEvent::Done { results, stages: 0 });
         rx
     } else {
-        search
-            .search(req)
-            .await
-            .map_err(|e| ApiError::bad_request(e.to_string()))?
+        search.search(req).await.map_err(|e| match e {
+            SearchError::Query(_) => ApiError::bad_request(e.to_string()),
+            SearchError::Busy(_) => ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                e.to_string(),
+            ),
+            _ => ApiError::internal(e.to_string()),
+        })?
     };
     let stream = futures::stream::unfold(Some(rx), |rx| async move {
         let mut rx = rx?;

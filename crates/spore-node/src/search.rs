@@ -17,7 +17,10 @@
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -278,6 +281,8 @@ pub struct SearchStats {
     pub rejected: u64,
     pub rate_limited: u64,
     pub dropped_streams: u64,
+    /// Peers banned (and disconnected) for misbehaving.
+    pub banned: u64,
 }
 
 enum Internal {
@@ -306,6 +311,9 @@ enum Internal {
 #[derive(Debug, Clone)]
 pub struct Search {
     commands: mpsc::Sender<Command>,
+    /// Searches running (the driver counts them; checked before queueing one).
+    active: Arc<AtomicUsize>,
+    max_searches: usize,
     index: Arc<Mutex<Index>>,
     store: Store,
 }
@@ -332,7 +340,10 @@ impl Search {
             Arc::new(Semaphore::new(config.max_inbound_streams.max(1))),
             cancel.clone(),
         ));
+        let active = Arc::new(AtomicUsize::new(0));
+        let max_searches = config.max_searches.max(1);
         let driver = Driver {
+            active: active.clone(),
             router: Router::new(RouterConfig::default()),
             signer: net.signer().cloned(),
             net,
@@ -353,6 +364,8 @@ impl Search {
         tasks.spawn(driver.run(command_rx, internal_rx, cancel));
         Ok(Self {
             commands,
+            active,
+            max_searches,
             index,
             store,
         })
@@ -365,6 +378,9 @@ impl Search {
         request: SearchRequest,
     ) -> Result<mpsc::Receiver<SearchEvent>, SearchError> {
         let query = Query::new(&request.text, request.filters.clone(), request.hops)?;
+        if self.active.load(Ordering::Relaxed) >= self.max_searches {
+            return Err(SearchError::Busy(self.max_searches));
+        }
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         self.commands
             .send(Command::Start {
@@ -492,6 +508,7 @@ struct Session {
 }
 
 struct Driver {
+    active: Arc<AtomicUsize>,
     router: Router<PeerId>,
     net: NetHandle,
     signer: Option<NodeSigner>,
@@ -590,6 +607,7 @@ impl Driver {
                 }
             }
         }
+        self.active.store(0, Ordering::Relaxed);
         for (_, s) in self.sessions.drain() {
             let _ = s.events.try_send(SearchEvent::Done {
                 results: s.set.len(),
@@ -655,6 +673,8 @@ impl Driver {
         }
         let id = self.next_session;
         self.next_session += 1;
+        self.active
+            .store(self.sessions.len() + 1, Ordering::Relaxed);
         let now = Instant::now();
         let stages = default_stages(query.hops);
         self.sessions.insert(
@@ -763,6 +783,7 @@ impl Driver {
         }
         for id in finished {
             if let Some(s) = self.sessions.remove(&id) {
+                self.active.store(self.sessions.len(), Ordering::Relaxed);
                 for qid in s.dq.ids() {
                     self.by_query.remove(qid);
                 }
@@ -859,6 +880,7 @@ impl Driver {
                 } => {
                     tracing::debug!(%peer, %offence, banned, "search: peer misbehaved");
                     if banned {
+                        self.stats.banned += 1;
                         tracing::info!(%peer, %offence, "search: banning peer");
                         let net = self.net.clone();
                         self.jobs.spawn(async move {
