@@ -122,6 +122,20 @@ pub(crate) enum NetworkCommand {
         /// A content id or a ticket.
         id: String,
     },
+    /// Search by keywords: across the network (through the running node,
+    /// or a short-lived one), or only this node's index with --local.
+    /// Results are printed as they arrive, then sorted.
+    Search(crate::search::SearchArgs),
+    /// Set the tags and description of shared content (searched with --local).
+    Describe {
+        /// A content id or a ticket.
+        id: String,
+        /// A tag (repeatable).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
 }
 
 /// Settings of `spore node`; each overrides `spore.toml` in the config directory.

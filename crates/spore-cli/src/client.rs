@@ -72,6 +72,23 @@ impl Daemon {
         Self::finish(response)
     }
 
+    /// A GET whose body is read as it arrives (server-sent events).
+    pub(crate) fn get_stream(&self, path: &str) -> Result<impl std::io::BufRead + use<>> {
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Accept", "text/event-stream")
+            .call()
+            .context("calling the daemon")?;
+        let status = response.status();
+        if !status.is_success() {
+            Self::finish(response)?;
+            bail!("the daemon answered {status}");
+        }
+        Ok(std::io::BufReader::new(response.into_body().into_reader()))
+    }
+
     pub(crate) fn post(&self, path: &str, body: Value) -> Result<Value> {
         let response = self
             .agent

@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod network;
 mod progress;
+mod search;
 mod transfer;
 
 use std::process::ExitCode;

@@ -25,6 +25,12 @@ pub(crate) fn run(home: &Home, command: NetworkCommand, json: bool) -> Result<()
         NetworkCommand::Connect { addr } => connect(home, &addr, json),
         NetworkCommand::Disconnect { peer_id } => disconnect(home, &peer_id, json),
         NetworkCommand::Find { id } => find(home, &id, json),
+        NetworkCommand::Search(args) => crate::search::search(home, &args, json),
+        NetworkCommand::Describe {
+            id,
+            tags,
+            description,
+        } => crate::search::describe(home, &parse_id(&id)?, &tags, description, json),
         NetworkCommand::Share { path, copy } => crate::transfer::share(home, &path, copy, json),
         NetworkCommand::Get {
             ticket,

@@ -12,6 +12,7 @@ mod events;
 mod gateway;
 mod metrics;
 mod routes;
+mod search;
 mod ui;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
@@ -68,7 +69,7 @@ impl AppState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "spore node API", description = "Control a spore node. Send `Authorization: Bearer <token>`; the token is in `<home>/config/api-token`."),
-    paths(gateway::blob, gateway::collection_file, events::events, metrics::metrics, ui::upload, routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect, routes::start_download, routes::list_downloads, routes::get_download, routes::cancel_download, routes::pause_download, routes::resume_download),
+    paths(gateway::blob, gateway::collection_file, events::events, metrics::metrics, ui::upload, routes::health, routes::status, routes::peers, routes::add, routes::providers, routes::connect, routes::disconnect, routes::start_download, routes::list_downloads, routes::get_download, routes::cancel_download, routes::pause_download, routes::resume_download, search::search),
     modifiers(&BearerToken)
 )]
 struct ApiDoc;
@@ -109,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/downloads/{id}/pause", post(routes::pause_download))
         .route("/v1/downloads/{id}/resume", post(routes::resume_download))
+        .route("/v1/search", get(search::search))
         .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
         .route("/v1/events", get(events::events))
         .route("/v1/upload", post(ui::upload))

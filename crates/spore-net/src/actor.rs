@@ -110,6 +110,16 @@ pub(crate) enum Command {
     Bootstrap {
         tx: Reply<Result<(), NetError>>,
     },
+    PutRecord {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        tx: Reply<Result<(), NetError>>,
+    },
+    GetRecord {
+        key: Vec<u8>,
+        timeout: Duration,
+        tx: Reply<Result<Vec<Vec<u8>>, NetError>>,
+    },
 }
 
 pub(crate) struct Started {
@@ -134,7 +144,19 @@ enum PendingQuery {
     Bootstrap {
         tx: Reply<Result<(), NetError>>,
     },
+    PutRecord {
+        tx: Reply<Result<(), NetError>>,
+    },
+    GetRecord {
+        tx: Option<Reply<Result<Vec<Vec<u8>>, NetError>>>,
+        /// Raw values found (each a whole record value), deduplicated.
+        values: Vec<Vec<u8>>,
+        deadline: Instant,
+    },
 }
+
+/// Values collected by one record lookup, at most.
+const MAX_RECORD_VALUES: usize = 64;
 
 enum PendingDial {
     Addr(Reply<Result<PeerId, NetError>>),
@@ -378,11 +400,16 @@ impl Actor {
             .iter()
             .filter_map(|(id, q)| match q {
                 PendingQuery::Providers { deadline, .. } if *deadline <= now => Some(*id),
+                PendingQuery::GetRecord { deadline, .. } if *deadline <= now => Some(*id),
                 _ => None,
             })
             .collect();
         for id in expired {
-            self.finish_providers(id);
+            if matches!(self.queries.get(&id), Some(PendingQuery::GetRecord { .. })) {
+                self.finish_get_record(id);
+            } else {
+                self.finish_providers(id);
+            }
         }
         let interval = Duration::from_secs(self.config.rendezvous_interval_secs.max(1));
         if !self.rendezvous_points.is_empty()
@@ -522,6 +549,38 @@ impl Actor {
                     },
                 );
             }
+            Command::PutRecord { key, value, tx } => {
+                let record = kad::Record::new(RecordKey::new(&key), value);
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One)
+                {
+                    Ok(id) => {
+                        self.queries.insert(id, PendingQuery::PutRecord { tx });
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(NetError::Store(e.to_string())));
+                    }
+                }
+            }
+            Command::GetRecord { key, timeout, tx } => {
+                let key = RecordKey::new(&key);
+                // The local store answers too (it may hold the key).
+                let local =
+                    kad::store::RecordStore::get(self.swarm.behaviour_mut().kad.store_mut(), &key)
+                        .map(|r| r.value.clone());
+                let id = self.swarm.behaviour_mut().kad.get_record(key);
+                self.queries.insert(
+                    id,
+                    PendingQuery::GetRecord {
+                        tx: Some(tx),
+                        values: local.into_iter().collect(),
+                        deadline: Instant::now() + timeout,
+                    },
+                );
+            }
             Command::Bootstrap { tx } => match self.swarm.behaviour_mut().kad.bootstrap() {
                 Ok(id) => {
                     self.queries.insert(id, PendingQuery::Bootstrap { tx });
@@ -634,6 +693,18 @@ impl Actor {
             }
         }
         dedup
+    }
+
+    fn finish_get_record(&mut self, id: QueryId) {
+        if let Some(PendingQuery::GetRecord { tx, values, .. }) = self.queries.get_mut(&id)
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(Ok(std::mem::take(values)));
+        }
+        self.queries.remove(&id);
+        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+            q.finish();
+        }
     }
 
     fn finish_providers(&mut self, id: QueryId) {
@@ -1110,6 +1181,30 @@ impl Actor {
                 }
                 if step.last
                     && let Some(PendingQuery::StartProviding { tx }) = self.queries.remove(&id)
+                {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
+                let mut full = false;
+                if let Some(PendingQuery::GetRecord { values, .. }) = self.queries.get_mut(&id) {
+                    if !values.contains(&found.record.value) {
+                        values.push(found.record.value);
+                    }
+                    full = values.len() >= MAX_RECORD_VALUES;
+                }
+                if full || step.last {
+                    self.finish_get_record(id);
+                }
+            }
+            QueryResult::GetRecord(_) if step.last => self.finish_get_record(id),
+            QueryResult::PutRecord(r) => {
+                if let Err(e) = &r {
+                    // Stored locally and republished; fewer peers got it this time.
+                    tracing::debug!(error = %e, "record publication incomplete");
+                }
+                if step.last
+                    && let Some(PendingQuery::PutRecord { tx }) = self.queries.remove(&id)
                 {
                     let _ = tx.send(Ok(()));
                 }

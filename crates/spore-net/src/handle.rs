@@ -21,7 +21,8 @@ use crate::{
     behaviour::BuildError,
     config::NetConfig,
     hint,
-    identity::{self, IdentityError},
+    identity::{self, IdentityError, NodeSigner},
+    multi_value,
     types::{NetEvent, NetStatus, PeerInfo, Provider, ProviderLookup},
 };
 
@@ -82,6 +83,7 @@ pub struct NetHandle {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NetEvent>,
     control: libp2p_stream::Control,
+    signer: Option<NodeSigner>,
 }
 
 impl std::fmt::Debug for NetHandle {
@@ -114,6 +116,12 @@ impl NetHandle {
     /// Our peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Signs with this node's identity key (Ed25519), for records published
+    /// under its name. `None` only for a non-Ed25519 key, which spore never makes.
+    pub fn signer(&self) -> Option<&NodeSigner> {
+        self.signer.as_ref()
     }
 
     /// Subscribes to node events (bounded; see [`NetEvent`]).
@@ -245,6 +253,66 @@ impl NetHandle {
             .await?
     }
 
+    /// Publishes `payload` under the multi-valued DHT key `key` (which must
+    /// start with [`crate::multi_value::MULTI_VALUE_PREFIX`]), in this node's
+    /// slot, signed with its identity (see [`crate::multi_value`]). Waits
+    /// until the closest peers were asked; a partial success is not an error.
+    pub async fn put_record(&self, key: Vec<u8>, payload: Vec<u8>) -> Result<(), NetError> {
+        if !multi_value::is_multi_value(&key) {
+            return Err(NetError::Store(
+                "only multi-valued keys can be published".into(),
+            ));
+        }
+        if payload.len() > multi_value::MAX_PAYLOAD_BYTES {
+            return Err(NetError::Store(format!(
+                "payload of {} bytes is above {}",
+                payload.len(),
+                multi_value::MAX_PAYLOAD_BYTES
+            )));
+        }
+        let signer = self
+            .signer
+            .as_ref()
+            .ok_or_else(|| NetError::Store("the node key cannot sign".into()))?;
+        let entry = multi_value::seal(signer, &key, &payload);
+        let value = multi_value::encode_list([entry.as_slice()]);
+        self.ask(COMMAND_TIMEOUT * 2, |tx| Command::PutRecord {
+            key,
+            value,
+            tx,
+        })
+        .await?
+    }
+
+    /// The verified payloads stored under the multi-valued key `key` (ours
+    /// included), from the DHT, within `timeout`: one per publisher, as
+    /// `(publisher's Ed25519 key, payload)`.
+    pub async fn get_records(
+        &self,
+        key: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<([u8; 32], Vec<u8>)>, NetError> {
+        let lookup_key = key.clone();
+        let values = self
+            .ask(timeout + Duration::from_secs(5), |tx| Command::GetRecord {
+                key: lookup_key,
+                timeout,
+                tx,
+            })
+            .await??;
+        let mut out: Vec<([u8; 32], Vec<u8>)> = Vec::new();
+        for value in &values {
+            for entry in multi_value::decode_list(value).unwrap_or_default() {
+                if let Some(e) = multi_value::open(&key, entry)
+                    && !out.iter().any(|(p, v)| *p == e.publisher && v == e.payload)
+                {
+                    out.push((e.publisher, e.payload.to_vec()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A ticket hint for this node: peer id plus external, then listen addresses.
     pub async fn local_provider_hint(&self) -> Result<ProviderHint, NetError> {
         let mut addrs = self.external_addrs().await?;
@@ -303,6 +371,7 @@ impl NetNode {
             None => libp2p::identity::Keypair::generate_ed25519(),
         };
         let peer_id = key.public().to_peer_id();
+        let signer = NodeSigner::new(&key);
         let (commands, command_rx) = mpsc::channel(config.command_queue.max(1));
         let (events, _) = broadcast::channel(config.event_queue.max(1));
         let started = actor::start(key, config, command_rx, events.clone(), cancel.clone())?;
@@ -311,6 +380,7 @@ impl NetNode {
             commands,
             events,
             control: started.control,
+            signer,
         };
         let node = Self {
             handle,

@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use libp2p::identity::Keypair;
+use libp2p::{PeerId, identity::Keypair};
 
 /// Why the identity could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,72 @@ pub enum IdentityError {
     Write { path: PathBuf, source: io::Error },
     #[error("identity file {path} is not a libp2p Ed25519 key: {reason}")]
     Malformed { path: PathBuf, reason: String },
+}
+
+/// Signs with the node's Ed25519 identity without handing out the key
+/// (for records other crates publish under this peer's name, such as
+/// search results). Cheap to clone.
+#[derive(Clone)]
+pub struct NodeSigner {
+    key: libp2p::identity::ed25519::Keypair,
+}
+
+impl std::fmt::Debug for NodeSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSigner")
+            .field("peer_id", &self.peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeSigner {
+    /// `None` unless `key` is Ed25519 (spore only creates Ed25519 keys).
+    pub(crate) fn new(key: &Keypair) -> Option<Self> {
+        key.clone().try_into_ed25519().ok().map(|key| Self { key })
+    }
+
+    /// A signer with a fresh random key (tests, throwaway nodes).
+    pub fn generate() -> Self {
+        Self {
+            key: libp2p::identity::ed25519::Keypair::generate(),
+        }
+    }
+
+    /// The 32-byte Ed25519 public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.public().to_bytes()
+    }
+
+    /// A standard Ed25519 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let sig = self.key.sign(message);
+        let mut out = [0u8; 64];
+        if sig.len() == 64 {
+            out.copy_from_slice(&sig);
+        }
+        out
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        libp2p::identity::PublicKey::from(self.key.public()).to_peer_id()
+    }
+}
+
+/// The peer id of the node whose Ed25519 public key is `key`.
+pub fn peer_id_from_ed25519(key: &[u8; 32]) -> Option<PeerId> {
+    libp2p::identity::ed25519::PublicKey::try_from_bytes(key)
+        .ok()
+        .map(|k| libp2p::identity::PublicKey::from(k).to_peer_id())
+}
+
+/// Verifies an Ed25519 signature by the node `peer` (whose id embeds its key).
+pub fn verify_by_peer(peer: &PeerId, message: &[u8], signature: &[u8]) -> bool {
+    let multihash: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    if multihash.code() != 0 {
+        return false;
+    }
+    libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest())
+        .is_ok_and(|k| k.verify(message, signature))
 }
 
 /// Loads the key at `path`, or creates one there (mode 0600) if the file is missing.
@@ -115,6 +181,21 @@ mod tests {
             let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
+    }
+
+    #[test]
+    fn signer_signs_as_its_peer_id() {
+        let key = Keypair::generate_ed25519();
+        let signer = NodeSigner::new(&key).unwrap();
+        assert_eq!(signer.peer_id(), key.public().to_peer_id());
+        assert_eq!(
+            peer_id_from_ed25519(&signer.public_key()),
+            Some(signer.peer_id())
+        );
+        let sig = signer.sign(b"hello");
+        assert!(verify_by_peer(&signer.peer_id(), b"hello", &sig));
+        assert!(!verify_by_peer(&signer.peer_id(), b"hellO", &sig));
+        assert!(!verify_by_peer(&PeerId::random(), b"hello", &sig));
     }
 
     #[test]

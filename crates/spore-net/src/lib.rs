@@ -23,6 +23,7 @@ pub mod ip_limit;
 mod known_addrs;
 mod lan;
 mod mdns;
+pub mod multi_value;
 pub mod store;
 mod types;
 
@@ -36,6 +37,7 @@ pub use handle::{
     StartError,
 };
 pub use hint::{HintError, from_hint, to_hint};
+pub use identity::{NodeSigner, peer_id_from_ed25519, verify_by_peer};
 pub use libp2p::{Multiaddr, PeerId, Stream, multiaddr};
 pub use tokio_util::sync::CancellationToken;
 pub use types::{

@@ -15,6 +15,7 @@ use std::{
     time::Instant,
 };
 
+use crate::multi_value;
 use libp2p::{
     PeerId,
     kad::{
@@ -41,12 +42,25 @@ pub struct Limits {
     pub max_value_bytes: usize,
 }
 
+/// How long a multi-value entry lives without being republished.
+pub const MULTI_VALUE_TTL: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
+
+/// One publisher's entry under a multi-valued key.
+#[derive(Debug, Clone)]
+struct Slot {
+    publisher: [u8; 32],
+    entry: Vec<u8>,
+    expires: Instant,
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct ProviderStore {
     local_id: PeerId,
     limits: Limits,
     records: HashMap<RecordKey, Record>,
+    /// Multi-valued keys (see `multi_value`): one slot per publisher.
+    multi: HashMap<RecordKey, Vec<Slot>>,
     local: HashMap<RecordKey, ProviderRecord>,
     remote: HashMap<RecordKey, Vec<ProviderRecord>>,
 }
@@ -57,6 +71,7 @@ impl ProviderStore {
             local_id,
             limits,
             records: HashMap::new(),
+            multi: HashMap::new(),
             local: HashMap::new(),
             remote: HashMap::new(),
         }
@@ -72,6 +87,88 @@ impl ProviderStore {
         self.remote.len()
     }
 
+    /// Publishers with an entry under `key`.
+    pub fn multi_value_entries(&self, key: &RecordKey) -> usize {
+        self.multi.get(key).map_or(0, Vec::len)
+    }
+
+    fn merged(&self, key: &RecordKey) -> Option<Record> {
+        let now = Instant::now();
+        let slots = self.multi.get(key)?;
+        let live: Vec<&[u8]> = slots
+            .iter()
+            .filter(|s| s.expires > now)
+            .map(|s| s.entry.as_slice())
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        Some(Record {
+            key: key.clone(),
+            value: multi_value::encode_list(live),
+            publisher: None,
+            expires: slots.iter().map(|s| s.expires).max(),
+        })
+    }
+
+    /// Merges every valid entry of `r` into the key's slots. Entries that do
+    /// not verify are skipped; a value with none that verifies is refused.
+    fn put_multi(&mut self, r: Record) -> Result<()> {
+        let Some(entries) = multi_value::decode_list(&r.value) else {
+            return Err(Error::ValueTooLarge);
+        };
+        let now = Instant::now();
+        let expires = r
+            .expires
+            .unwrap_or(now + MULTI_VALUE_TTL)
+            .min(now + MULTI_VALUE_TTL);
+        let key = r.key;
+        if !self.multi.contains_key(&key) && self.multi.len() >= self.limits.max_records {
+            self.multi.retain(|_, slots| {
+                slots.retain(|s| s.expires > now);
+                !slots.is_empty()
+            });
+            if self.multi.len() >= self.limits.max_records {
+                return Err(Error::MaxRecords);
+            }
+        }
+        let slots = self.multi.entry(key.clone()).or_default();
+        slots.retain(|s| s.expires > now);
+        let mut accepted = 0;
+        for entry in entries {
+            let Some(opened) = multi_value::open(key.as_ref(), entry) else {
+                continue;
+            };
+            accepted += 1;
+            let publisher = opened.publisher;
+            let total: usize = slots
+                .iter()
+                .filter(|s| s.publisher != publisher)
+                .map(|s| s.entry.len() + 2)
+                .sum();
+            if total + entry.len() + 2 > multi_value::MAX_MERGED_BYTES {
+                continue;
+            }
+            if let Some(slot) = slots.iter_mut().find(|s| s.publisher == publisher) {
+                slot.entry = entry.to_vec();
+                slot.expires = slot.expires.max(expires);
+            } else if slots.len() < multi_value::MAX_ENTRIES_PER_KEY {
+                slots.push(Slot {
+                    publisher,
+                    entry: entry.to_vec(),
+                    expires,
+                });
+            }
+        }
+        if slots.is_empty() {
+            self.multi.remove(&key);
+        }
+        if accepted == 0 {
+            return Err(Error::ValueTooLarge);
+        }
+        Ok(())
+    }
+
     fn purge_expired_remote(&mut self) {
         let now = Instant::now();
         self.remote.retain(|_, ps| {
@@ -85,18 +182,23 @@ type ProvidedIter<'a> = iter::Map<
     hash_map::Values<'a, RecordKey, ProviderRecord>,
     fn(&'a ProviderRecord) -> Cow<'a, ProviderRecord>,
 >;
-type RecordsIter<'a> =
-    iter::Map<hash_map::Values<'a, RecordKey, Record>, fn(&'a Record) -> Cow<'a, Record>>;
+type RecordsIter<'a> = std::vec::IntoIter<Cow<'a, Record>>;
 
 impl RecordStore for ProviderStore {
     type RecordsIter<'a> = RecordsIter<'a>;
     type ProvidedIter<'a> = ProvidedIter<'a>;
 
     fn get(&self, k: &RecordKey) -> Option<Cow<'_, Record>> {
+        if multi_value::is_multi_value(k.as_ref()) {
+            return self.merged(k).map(Cow::Owned);
+        }
         self.records.get(k).map(Cow::Borrowed)
     }
 
     fn put(&mut self, r: Record) -> Result<()> {
+        if multi_value::is_multi_value(r.key.as_ref()) {
+            return self.put_multi(r);
+        }
         if r.value.len() > self.limits.max_value_bytes {
             return Err(Error::ValueTooLarge);
         }
@@ -115,10 +217,17 @@ impl RecordStore for ProviderStore {
 
     fn remove(&mut self, k: &RecordKey) {
         self.records.remove(k);
+        self.multi.remove(k);
     }
 
     fn records(&self) -> Self::RecordsIter<'_> {
-        self.records.values().map(Cow::Borrowed)
+        let plain = self.records.values().map(Cow::Borrowed);
+        let multi = self
+            .multi
+            .keys()
+            .filter_map(|k| self.merged(k))
+            .map(Cow::Owned);
+        plain.chain(multi).collect::<Vec<_>>().into_iter()
     }
 
     fn add_provider(&mut self, record: ProviderRecord) -> Result<()> {
@@ -232,6 +341,54 @@ mod tests {
         s.remove_provider(&key(1), &a);
         s.remove_provider(&key(1), &b);
         assert_eq!(s.remote_keys(), 0);
+    }
+
+    #[test]
+    fn multi_value_keys_keep_one_verified_slot_per_publisher() {
+        use crate::identity::NodeSigner;
+        let mut s = ProviderStore::new(PeerId::random(), limits());
+        let key = RecordKey::new(&b"/spore/mv/kw/x".as_slice());
+        let (a, b) = (NodeSigner::generate(), NodeSigner::generate());
+        let put = |s: &mut ProviderStore, signer: &NodeSigner, payload: &[u8]| {
+            let entry = multi_value::seal(signer, key.as_ref(), payload);
+            s.put(Record::new(
+                key.clone(),
+                multi_value::encode_list([entry.as_slice()]),
+            ))
+        };
+        put(&mut s, &a, b"a1").unwrap();
+        put(&mut s, &b, b"b1").unwrap();
+        put(&mut s, &a, b"a2").unwrap();
+        assert_eq!(s.multi_value_entries(&key), 2);
+        let merged = s.get(&key).unwrap().into_owned();
+        let payloads: Vec<&[u8]> = multi_value::decode_list(&merged.value)
+            .unwrap()
+            .into_iter()
+            .map(|e| multi_value::open(key.as_ref(), e).unwrap().payload)
+            .collect();
+        assert_eq!(payloads, [b"a2".as_slice(), b"b1".as_slice()]);
+        // A replicated merged value merges again without duplicates.
+        s.put(merged).unwrap();
+        assert_eq!(s.multi_value_entries(&key), 2);
+        // Forged entries and garbage are refused.
+        let mut forged = multi_value::seal(&a, key.as_ref(), b"a3");
+        *forged.last_mut().unwrap() ^= 1;
+        assert!(
+            s.put(Record::new(
+                key.clone(),
+                multi_value::encode_list([forged.as_slice()])
+            ))
+            .is_err()
+        );
+        assert!(s.put(Record::new(key.clone(), vec![0xff])).is_err());
+        // Slots per key are capped.
+        for _ in 0..40 {
+            let _ = put(&mut s, &NodeSigner::generate(), b"x");
+        }
+        assert_eq!(
+            s.multi_value_entries(&key),
+            multi_value::MAX_ENTRIES_PER_KEY
+        );
     }
 
     #[test]

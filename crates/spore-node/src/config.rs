@@ -25,6 +25,8 @@ pub struct NodeConfig {
     pub reprovide_interval_secs: u64,
     /// Uploads and downloads: rate limits, slots, sources.
     pub transfer: crate::transfer::TransferConfig,
+    /// Keyword search: filter exchange, reindexing, DHT keyword records.
+    pub search: crate::search::SearchConfig,
 }
 
 /// The local control API.
@@ -50,6 +52,7 @@ impl Default for NodeConfig {
             api: ApiConfig::default(),
             reprovide_interval_secs: 6 * 3600,
             transfer: crate::transfer::TransferConfig::default(),
+            search: crate::search::SearchConfig::default(),
         }
     }
 }

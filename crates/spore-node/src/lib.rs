@@ -6,6 +6,7 @@ mod api_access;
 mod config;
 mod home;
 mod node;
+pub mod search;
 pub mod transfer;
 
 pub use api_access::{ApiEndpoint, api_token};

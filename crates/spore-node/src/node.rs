@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 
 use crate::{
     Home, HomeError, NodeConfig,
+    search::{Search, SearchError},
     transfer::{DownloadHandle, DownloadRequest, Transfer},
 };
 
@@ -23,6 +24,8 @@ pub enum NodeError {
     Transfer(#[from] spore_net::NetError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("starting search: {0}")]
+    Search(#[from] SearchError),
     #[error("the node is shutting down")]
     ShuttingDown,
 }
@@ -35,6 +38,7 @@ pub struct Node {
     store: Store,
     net: NetNode,
     transfer: Transfer,
+    search: Search,
     cancel: CancellationToken,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     config: NodeConfig,
@@ -61,13 +65,23 @@ impl Node {
             config.transfer.clone(),
             cancel.child_token(),
         )?;
+        let mut tasks = JoinSet::new();
+        let search = Search::start(
+            crate::search::index_path(&home),
+            store.clone(),
+            net.handle().clone(),
+            config.search.clone(),
+            cancel.child_token(),
+            &mut tasks,
+        )?;
         let node = Arc::new(Self {
             home,
             store,
             net,
             transfer,
+            search,
             cancel,
-            tasks: tokio::sync::Mutex::new(JoinSet::new()),
+            tasks: tokio::sync::Mutex::new(tasks),
             config,
         });
         let reprovider = Self::reprovide_loop(
@@ -100,6 +114,11 @@ impl Node {
     /// The transfer engine: serves stored blobs, runs downloads.
     pub fn transfer(&self) -> &Transfer {
         &self.transfer
+    }
+
+    /// Keyword search: the local index and `/spore/search/1`.
+    pub fn search(&self) -> &Search {
+        &self.search
     }
 
     /// Downloads `hash` from the given providers (a ticket's), the DHT and
@@ -143,6 +162,7 @@ impl Node {
                 self.announce(&entry.hash).await;
             }
         }
+        self.search.reindex().await;
         Ok(added)
     }
 
