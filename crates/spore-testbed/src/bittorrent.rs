@@ -251,6 +251,11 @@ pub fn run_aria2(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepo
                 .map_or((0, 0), |s| (s.up_bytes, s.down_bytes))
         })
         .collect();
+    let relay_cpu: Vec<f64> = bed
+        .hosts
+        .iter()
+        .map(|h| proc_usage(h.relay_pid()).map_or(0.0, |u| u.0))
+        .collect();
     drop(bed);
     result?;
     let mut hosts = Vec::new();
@@ -282,6 +287,7 @@ pub fn run_aria2(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepo
             bytes_down: last_counters[i].1,
             cpu_s: usage[i].0,
             peak_rss_mib: usage[i].1 as f64 / 1024.0,
+            emulator_cpu_s: relay_cpu[i],
             sources: Vec::new(),
         });
     }

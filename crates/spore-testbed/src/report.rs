@@ -49,6 +49,8 @@ pub struct HostReport {
     /// CPU seconds of the client process (user + system).
     pub cpu_s: f64,
     pub peak_rss_mib: f64,
+    /// CPU seconds of this host's link emulator (relay) process.
+    pub emulator_cpu_s: f64,
     pub sources: Vec<SourceStats>,
 }
 
@@ -191,9 +193,9 @@ impl RunReport {
         );
         let _ = writeln!(
             s,
-            "| host | up / down cap (Mbit/s) | outcome | completion (s) | MiB up | MiB down | CPU (s) | peak RSS (MiB) |"
+            "| host | up / down cap (Mbit/s) | outcome | completion (s) | MiB up | MiB down | CPU (s) | peak RSS (MiB) | emulator CPU (s) |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         let cap = |c: Option<f64>| c.map_or("∞".to_string(), |c| format!("{c:.0}"));
         for h in &self.hosts {
             let outcome = match &h.outcome {
@@ -205,7 +207,7 @@ impl RunReport {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} / {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                "| {} | {} / {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
                 h.name,
                 cap(h.up_mbit),
                 cap(h.down_mbit),
@@ -214,7 +216,8 @@ impl RunReport {
                 mib(h.bytes_up),
                 mib(h.bytes_down),
                 h.cpu_s,
-                h.peak_rss_mib
+                h.peak_rss_mib,
+                h.emulator_cpu_s
             );
         }
         s.push('\n');
@@ -376,6 +379,7 @@ do = "get"
             bytes_down: 2 << 20,
             cpu_s: 0.5,
             peak_rss_mib: 20.0,
+            emulator_cpu_s: 0.0,
             sources: vec![SourceStats {
                 host: "s".into(),
                 useful_bytes: 1 << 20,
@@ -421,7 +425,7 @@ do = "get"
         assert_eq!(tp[0].1, vec![(0.5, 16.0)]);
         let md = r.markdown();
         assert!(
-            md.contains("| l2 | 8 / ∞ | done | 1.20 | 1.0 | 2.0 | 0.5 | 20.0 |"),
+            md.contains("| l2 | 8 / ∞ | done | 1.20 | 1.0 | 2.0 | 0.5 | 20.0 | 0.0 |"),
             "{md}"
         );
         assert!(md.contains("ratio to the bound"));

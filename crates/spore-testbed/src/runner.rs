@@ -346,7 +346,11 @@ impl Run<'_> {
             .map(|a| {
                 a.iter()
                     .map(|s| {
-                        let peer = s["peer"].as_str().unwrap_or("?").to_string();
+                        let peer = s["peer_id"]
+                            .as_str()
+                            .or(s["peer"].as_str())
+                            .unwrap_or("?")
+                            .to_string();
                         SourceStats {
                             host: names.get(&peer).cloned().unwrap_or(peer),
                             useful_bytes: s["useful_bytes"].as_u64().unwrap_or(0),
@@ -602,6 +606,12 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepor
     for i in 0..r.hosts.len() {
         r.stop_node(i);
     }
+    let relay_cpu: Vec<f64> = r
+        .bed
+        .hosts
+        .iter()
+        .map(|h| proc_usage(h.relay_pid()).map_or(0.0, |u| u.0))
+        .collect();
     r.bed.teardown()?;
     result?;
     // verify after the run, so hashing does not compete with the transfers
@@ -629,6 +639,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepor
             bytes_down: last.map_or(0, |s| s.down_bytes),
             cpu_s: h.cpu_s_done,
             peak_rss_mib: h.peak_rss_kib as f64 / 1024.0,
+            emulator_cpu_s: relay_cpu[i],
             sources: h.sources.clone(),
         });
     }
@@ -643,4 +654,55 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepor
         let _ = std::fs::remove_dir_all(&opts.work);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupting_flips_bytes_and_keeps_size_and_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        make_file(&path, 1 << 20, 9).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let offsets = corrupt_file(&path, 4).unwrap();
+        assert_eq!(offsets.len(), 4);
+        let after = std::fs::read(&path).unwrap();
+        assert_eq!(after.len(), before.len());
+        let changed: Vec<usize> = (0..after.len())
+            .filter(|i| after[*i] != before[*i])
+            .collect();
+        assert_eq!(changed.len(), 4);
+        // one byte in each of 4 different 16 KiB groups
+        let mut groups: Vec<usize> = changed.iter().map(|i| i / (16 * 1024)).collect();
+        groups.dedup();
+        assert_eq!(groups.len(), 4);
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        assert_eq!(find_blob(dir.path(), 1 << 20), Some(path));
+    }
+
+    #[test]
+    fn files_repeat_with_the_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        make_file(&a, 3 << 20, 1).unwrap();
+        make_file(&b, 3 << 20, 1).unwrap();
+        make_file(&c, 3 << 20, 2).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+        assert_eq!(std::fs::metadata(&a).unwrap().len(), 3 << 20);
+    }
+
+    #[test]
+    fn usage_of_this_process_is_read() {
+        let (cpu, rss) = proc_usage(std::process::id()).unwrap();
+        assert!(cpu >= 0.0);
+        assert!(rss > 1024, "peak RSS {rss} KiB");
+    }
 }
