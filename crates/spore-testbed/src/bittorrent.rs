@@ -122,10 +122,12 @@ pub fn run_aria2(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepo
             "-P",
             &TRACKER_PORT.to_string(),
             "-w",
+            "whitelist",
         ])
-        .arg(&whitelist)
+        // opentracker chroots into -d before it reads the whitelist: a relative path
         .arg("-d")
         .arg(&opts.work)
+        .current_dir(&opts.work)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(opts.work.join("tracker.log"))?)
