@@ -123,9 +123,9 @@ fn load(path: &Path, size_mib: Option<f64>) -> Result<spore_testbed::scenario::P
     if let Some(s) = size_mib {
         scenario.file.size_mib = s;
     }
-    Ok(scenario
+    scenario
         .plan()
-        .with_context(|| format!("in {}", path.display()))?)
+        .with_context(|| format!("in {}", path.display()))
 }
 
 fn real_main() -> Result<()> {

@@ -184,10 +184,9 @@ pub fn cleanup(prefix: &str) -> Result<Vec<String>> {
                 .split(':')
                 .nth(1)
                 .map(|n| n.trim().split('@').next().unwrap_or(""))
+                && name.starts_with(PREFIX)
             {
-                if name.starts_with(PREFIX) {
-                    let _ = ip(&["link", "del", name]);
-                }
+                let _ = ip(&["link", "del", name]);
             }
         }
     }

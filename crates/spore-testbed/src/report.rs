@@ -246,6 +246,21 @@ impl RunReport {
                 );
             }
         }
+        for h in self
+            .hosts
+            .iter()
+            .filter(|h| h.outcome == DownloadOutcome::Done)
+        {
+            if let Some(t) = h.completion_s.filter(|t| *t > 0.0) {
+                let _ = writeln!(
+                    s,
+                    "- {}: goodput {:.1} Mbit/s; received {:.1}% more than F on the wire (IP/TCP headers, protocol, duplicates)",
+                    h.name,
+                    self.file_bytes as f64 * 8.0 / 1e6 / t,
+                    (h.bytes_down as f64 / self.file_bytes.max(1) as f64 - 1.0) * 100.0
+                );
+            }
+        }
         let with_sources: Vec<&HostReport> = self
             .hosts
             .iter()
@@ -429,6 +444,11 @@ do = "get"
             "{md}"
         );
         assert!(md.contains("ratio to the bound"));
+        // 1 MiB in 1.2 s; 2 MiB on the wire for a 1 MiB file
+        assert!(
+            md.contains("- l2: goodput 7.0 Mbit/s; received 100.0% more than F"),
+            "{md}"
+        );
         assert!(md.contains("| l1 | s | 1.0 | 2 | true |"));
         assert!(r.summary().contains("2/2 downloads done"));
     }

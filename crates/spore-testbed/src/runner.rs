@@ -486,11 +486,11 @@ impl Run<'_> {
                 self.sample();
                 next_sample += SAMPLE;
             }
-            for k in 0..pending.len() {
-                if pending[k].1 {
+            for entry in pending.iter_mut() {
+                if entry.1 {
                     continue;
                 }
-                let ev = &self.plan.events[pending[k].0];
+                let ev = &self.plan.events[entry.0];
                 let due = match &ev.trigger {
                     Trigger::At(at) => now >= *at,
                     Trigger::When {
@@ -504,7 +504,7 @@ impl Run<'_> {
                     }
                 };
                 if due {
-                    pending[k].1 = true;
+                    entry.1 = true;
                     let ev = ev.clone();
                     for h in &ev.hosts {
                         self.apply(*h, &ev.action)?;
