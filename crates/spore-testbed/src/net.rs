@@ -162,18 +162,20 @@ pub fn cleanup(prefix: &str) -> Result<Vec<String>> {
     for ns in &list {
         kill_all_in(ns);
     }
-    for ns in &list {
-        // a namespace still held by a dying process keeps its devices: wait a little
-        for _ in 0..50 {
-            if ip(&["netns", "pids", ns])
-                .map(|p| p.trim().is_empty())
-                .unwrap_or(true)
-            {
-                break;
-            }
+    // one short wait for all of them (a namespace held by a dying process
+    // keeps its devices until the process is gone), then delete the names
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline
+        && list
+            .iter()
+            .any(|ns| ip(&["netns", "pids", ns]).is_ok_and(|p| !p.trim().is_empty()))
+    {
+        for ns in &list {
             kill_all_in(ns);
-            std::thread::sleep(Duration::from_millis(100));
         }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for ns in &list {
         let _ = ip(&["netns", "del", ns]);
     }
     // nothing is made in the root namespace, but a crash between `ip link add`
