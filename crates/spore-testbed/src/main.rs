@@ -76,7 +76,8 @@ enum Cmd {
         iperf_seconds: u32,
     },
     /// Remove every namespace (with its veths, bridge, TUN devices and
-    /// processes) that a testbed left behind.
+    /// processes) that a testbed left behind, and the working directories
+    /// (`$TMPDIR/spore-testbed-*`) of interrupted runs.
     Cleanup,
     /// (internal) The link emulator of one host, run inside its namespace.
     #[command(hide = true)]
@@ -147,7 +148,15 @@ fn real_main() -> Result<()> {
         }
         Cmd::Cleanup => {
             require_root()?;
-            let removed = cleanup(PREFIX)?;
+            let mut removed = cleanup(PREFIX)?;
+            // working directories of interrupted runs (homes, logs, big files)
+            for entry in std::fs::read_dir(std::env::temp_dir())?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("spore-testbed-") && entry.path().is_dir() {
+                    std::fs::remove_dir_all(entry.path())?;
+                    removed.push(entry.path().display().to_string());
+                }
+            }
             if removed.is_empty() {
                 println!("nothing to remove");
             } else {
