@@ -227,6 +227,60 @@ async fn leechers_upload_to_each_other() {
     }
 }
 
+/// The testbed's swarm: leechers already connected to each other start one
+/// after another. The first asks the others before they have anything (they
+/// answer NotFound); once they download too, they must become its sources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_lacked_the_blob_become_sources_once_they_download_it() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let content = data(12 * MIB, 9);
+    let seed = start(limited(2 * MIB)).await;
+    let hash = seed_with(&seed, &content).await;
+    let seed_provider = provider(&seed).await;
+    let mut leechers = Vec::new();
+    for _ in 0..4 {
+        leechers.push(start(fast()).await);
+    }
+    for (i, a) in leechers.iter().enumerate() {
+        for b in &leechers[i + 1..] {
+            let (peer, addrs) = provider(b).await;
+            a.node.net().dial_peer(peer, addrs).await.unwrap();
+        }
+    }
+    let first = leechers[0].node.download(hash, vec![seed_provider.clone()]);
+    // long enough for the first to ask the others and hear NotFound
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rest: Vec<_> = leechers[1..]
+        .iter()
+        .map(|l| l.node.download(hash, vec![seed_provider.clone()]))
+        .collect();
+    let progress = wait(&first, 90).await;
+    for (h, l) in rest.iter().zip(&leechers[1..]) {
+        let p = wait(h, 90).await;
+        eprintln!("a later leecher's sources: {:?}", p.sources);
+        assert_stored(l, hash, &content).await;
+    }
+    assert_stored(&leechers[0], hash, &content).await;
+    let from_leechers: u64 = progress
+        .sources
+        .iter()
+        .filter(|s| s.peer != seed_provider.0)
+        .map(|s| s.useful_bytes)
+        .sum();
+    eprintln!("first leecher's sources: {:?}", progress.sources);
+    assert!(
+        from_leechers >= content.len() as u64 / 5,
+        "the first leecher got only {from_leechers} bytes from the other leechers"
+    );
+    seed.node.shutdown().await;
+    for l in leechers {
+        l.node.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seed_that_leaves_halfway() {
     let content = data(12 * MIB, 4);

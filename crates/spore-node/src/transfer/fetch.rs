@@ -44,6 +44,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const PING_AFTER: Duration = Duration::from_secs(10);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a peer that lacked the blob waits before we ask it again
+/// (unless it shows it has some sooner).
+const MISSING_RETRY: Duration = Duration::from_secs(5);
 /// How often the controller wakes up at most (timeouts, refills, progress).
 const TICK: Duration = Duration::from_millis(100);
 /// Progress snapshots and view updates at most this often.
@@ -81,8 +84,7 @@ enum Event {
     Closed {
         peer: PeerId,
         why: String,
-        /// Do not come back (NotFound, Refused, a protocol violation).
-        permanent: bool,
+        comeback: Comeback,
     },
     Providers(Vec<(PeerId, Vec<Multiaddr>)>),
     DiscoveryDone,
@@ -143,6 +145,11 @@ struct Source {
     retry_at: Option<Instant>,
     failures: u32,
     permanent: bool,
+    /// It said it lacks the blob: asked again once it shows it has some
+    /// (it asks us for the blob, or the DHT lists it), or after a long wait.
+    missing: bool,
+    /// Heard of again while a session was being opened (see `missing`).
+    heard_again: bool,
     useful_bytes: u64,
     bad_groups: u32,
     /// Bad groups sent for the size check, before the scheduler existed
@@ -456,6 +463,16 @@ impl Controller {
                 s.addrs.push(a);
             }
         }
+        if s.cmds.is_some() {
+            // its answer may be a NotFound sent before it started downloading
+            s.heard_again = true;
+        }
+        if s.missing {
+            // Heard of again (it asks us for the blob, or the DHT lists it):
+            // a peer that lacked the blob may have some of it now.
+            s.missing = false;
+            s.retry_at = None;
+        }
         if s.cmds.is_none() && !s.permanent && !s.banned && s.retry_at.is_none() {
             self.connect(peer);
         }
@@ -474,6 +491,7 @@ impl Controller {
         s.up = false;
         s.unchoked = false;
         s.retry_at = None;
+        s.heard_again = false;
         let ctx = SessionCtx {
             shared: self.shared.clone(),
             hash: self.hash,
@@ -721,6 +739,7 @@ impl Controller {
         let now = Instant::now();
         match ev {
             Event::Up(peer) => {
+                tracing::debug!(hash = %self.hash, %peer, "source session up");
                 if let Some(s) = self.sources.get_mut(&peer) {
                     s.up = true;
                     s.failures = 0;
@@ -728,6 +747,7 @@ impl Controller {
                 self.last_source_seen = now;
             }
             Event::Avail { peer, size, bits } => {
+                tracing::debug!(hash = %self.hash, %peer, have = bits.count_ones(), "source availability");
                 if let Some(s) = self.sources.get_mut(&peer) {
                     s.claim = Some((size, bits));
                 }
@@ -780,7 +800,7 @@ impl Controller {
             Event::Closed {
                 peer,
                 why,
-                permanent,
+                comeback,
             } => {
                 tracing::debug!(hash = %self.hash, %peer, "source session closed: {why}");
                 if let Some(sched) = self.sched.as_mut() {
@@ -797,8 +817,17 @@ impl Controller {
                     s.unchoked = false;
                     s.in_sched = false;
                     s.failures += 1;
-                    s.permanent |= permanent;
-                    let backoff = Duration::from_secs(1 << s.failures.min(5));
+                    s.permanent |= comeback == Comeback::Never;
+                    s.missing = comeback == Comeback::WhenItHasIt;
+                    let backoff = if s.missing && std::mem::take(&mut s.heard_again) {
+                        // it asked us for the blob while its NotFound was on the way
+                        s.missing = false;
+                        Duration::from_millis(300)
+                    } else if s.missing {
+                        MISSING_RETRY
+                    } else {
+                        Duration::from_secs(1 << s.failures.min(5))
+                    };
                     s.retry_at = Some(now + backoff);
                 }
                 self.fill_all();
@@ -1167,32 +1196,55 @@ struct SessionCtx {
 async fn fetch_session(ctx: SessionCtx, cmds: mpsc::Receiver<Cmd>) {
     let peer = ctx.peer;
     let events = ctx.events.clone();
-    let (why, permanent) = tokio::select! {
+    let (why, comeback) = tokio::select! {
         r = session_inner(&ctx, cmds) => r,
-        _ = ctx.cancel.cancelled() => ("cancelled".to_string(), false),
+        _ = ctx.cancel.cancelled() => ("cancelled".to_string(), Comeback::Later),
     };
     let _ = events
         .send(Event::Closed {
             peer,
             why,
-            permanent,
+            comeback,
         })
         .await;
 }
 
+/// Whether to ask a peer again after its session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Comeback {
+    /// A transient failure: after a backoff.
+    Later,
+    /// It lacks the blob (NotFound): once it shows it has some, or after
+    /// [`MISSING_RETRY`]. Peers that start the same download a moment after
+    /// us answer this first, then become our best sources.
+    WhenItHasIt,
+    /// It refused us or broke the protocol.
+    Never,
+}
+
+impl Comeback {
+    fn after_error(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::NotFound => Self::WhenItHasIt,
+            ErrorCode::Refused => Self::Never,
+            _ => Self::Later,
+        }
+    }
+}
+
 /// Runs one source session; returns why it ended and whether to give up on the peer.
-async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (String, bool) {
+async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (String, Comeback) {
     let (peer, hash, net) = (ctx.peer, ctx.hash, &ctx.shared.net);
     if !ctx.addrs.is_empty() {
         let _ = tokio::time::timeout(DIAL_TIMEOUT, net.dial_peer(peer, ctx.addrs.clone())).await;
     }
     let stream = match net.open_stream(peer, wire::PROTOCOL).await {
         Ok(s) => s,
-        Err(e) => return (format!("opening a stream: {e}"), false),
+        Err(e) => return (format!("opening a stream: {e}"), Comeback::Later),
     };
     let (mut rd, mut wr) = stream_io::split(stream);
     let mut session = Session::new(hash, 1);
-    let io = |e: FrameError| (e.to_string(), false);
+    let io = |e: FrameError| (e.to_string(), Comeback::Later);
     let hello = session.hello();
     let greeting = async {
         wr.send(&hello).await?;
@@ -1209,22 +1261,24 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
             if let Err(v) = session.receive(&msg) {
                 wr.close_with(ErrorCode::ProtocolViolation, &v.to_string())
                     .await;
-                return (v.to_string(), true);
+                return (v.to_string(), Comeback::Never);
             }
         }
         Ok(Message::Error { code, message }) => {
-            let permanent = matches!(code, ErrorCode::NotFound | ErrorCode::Refused);
-            return (format!("peer refused: {code:?} {message}"), permanent);
+            return (
+                format!("peer refused: {code:?} {message}"),
+                Comeback::after_error(code),
+            );
         }
         Ok(_) => {
             wr.close_with(ErrorCode::ProtocolViolation, "expected Hello")
                 .await;
-            return ("no Hello".into(), true);
+            return ("no Hello".into(), Comeback::Never);
         }
         Err(e) => return io(e),
     }
     if ctx.events.send(Event::Up(peer)).await.is_err() {
-        return ("download ended".into(), false);
+        return ("download ended".into(), Comeback::Later);
     }
 
     let mut size: Option<u64> = None;
@@ -1233,7 +1287,7 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
     let mut current: Option<(u64, Vec<Bytes>)> = None;
     let mut last_heard = Instant::now();
     let mut last_sent = Instant::now();
-    let outcome: Result<(String, bool), (ErrorCode, String)> = loop {
+    let outcome: Result<(String, Comeback), (ErrorCode, String)> = loop {
         let idle = tokio::time::Instant::from_std(last_heard + IDLE_TIMEOUT);
         let ping = tokio::time::Instant::from_std(last_sent + PING_AFTER);
         tokio::select! {
@@ -1371,8 +1425,7 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
                         if let Err(e) = wr.send(&msg).await { return io(e); }
                     }
                     Message::Error { code, message } => {
-                        let permanent = matches!(code, ErrorCode::NotFound | ErrorCode::Refused);
-                        break Ok((format!("peer closed: {code:?} {message}"), permanent));
+                        break Ok((format!("peer closed: {code:?} {message}"), Comeback::after_error(code)));
                     }
                     _ => {}
                 }
@@ -1383,8 +1436,12 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
         Ok(r) => r,
         Err((code, why)) => {
             wr.close_with(code, &why).await;
-            let permanent = !matches!(code, ErrorCode::Goodbye | ErrorCode::Timeout);
-            (why, permanent)
+            let comeback = if matches!(code, ErrorCode::Goodbye | ErrorCode::Timeout) {
+                Comeback::Later
+            } else {
+                Comeback::Never
+            };
+            (why, comeback)
         }
     }
 }

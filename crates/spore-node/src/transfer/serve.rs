@@ -248,13 +248,14 @@ async fn serve_inner(
         }
     };
     let hash = hello.hash;
+    if let Some(active) = lock(&shared.downloads).get(&hash) {
+        // It downloads what we download: it may become a source for us
+        // (even if we have nothing to serve it yet).
+        let _ = active.candidates.try_send(peer);
+    }
     let Some(mut source) = lookup(shared, hash).await else {
         return Err(Close::With(ErrorCode::NotFound, "not here".into()));
     };
-    if let Some(active) = lock(&shared.downloads).get(&hash) {
-        // It downloads what we download: it may become a source for us.
-        let _ = active.candidates.try_send(peer);
-    }
 
     let mut session = Session::new(hash, DEFAULT_MAX_IN_FLIGHT);
     session.receive(&Message::Hello(hello)).map_err(violation)?;
@@ -489,7 +490,11 @@ async fn announce_new(
 ) -> Result<(), Close> {
     let have = new.available();
     match announced {
-        Some(old) if old.len() == have.len() => {
+        // Nothing new, or still nothing at all (a DontHave said so).
+        Some(old) if old == &have => return Ok(()),
+        // `HaveRanges` only for a peer that was told the size: a `DontHave`
+        // (what an empty bitfield was announced as) does not tell it.
+        Some(old) if old.len() == have.len() && old.count_ones() > 0 => {
             let mut ranges: Vec<Range<u64>> = Vec::new();
             for r in have.ones_ranges() {
                 let mut start = None;
