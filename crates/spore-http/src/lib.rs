@@ -29,9 +29,9 @@ use utoipa::{
 
 pub use daemon::{Daemon, DaemonError};
 pub use error::ApiError;
-pub use routes::Peer;
 pub use events::EventBus;
 pub use metrics::Metrics;
+pub use routes::Peer;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
