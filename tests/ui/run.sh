@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The web UI end to end: two `spore node` daemons on 127.0.0.1; a WebM video
-# is shared on A; headless Chromium (Debian's, driven by npm playwright-core)
-# opens B's UI, pastes the token and A's ticket, waits for 100%, plays the
-# video from B's gateway. Screenshot: target/ui.png. Exits non-zero on failure.
+# and a 6 MiB file are shared on A (uploads capped at 1 MiB/s so a download
+# of the file runs for seconds); headless Chromium (Debian's, driven by npm
+# playwright-core) opens B's UI, pastes the token and A's ticket, waits for
+# 100%, plays the video from B's gateway, searches for the file's name,
+# gets it from the results, pauses and resumes it until it completes.
+# Screenshot: target/ui.png. Exits non-zero on failure.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -37,11 +40,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_node() { # name -> prints the API base URL
+start_node() { # name [node flags...]
   local home="$work/$1"
   mkdir -p "$home/config"
   printf '[net]\nlisten_port = 0\nmdns = false\nbootstrap = []\n[api]\nlisten = "127.0.0.1:0"\n' >"$home/config/spore.toml"
-  "$spore" --home "$home" node >"$work/$1.log" 2>&1 &
+  "$spore" --home "$home" node "${@:2}" >"$work/$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do
     [ -s "$home/state/api.json" ] && break
@@ -49,7 +52,7 @@ start_node() { # name -> prints the API base URL
   done
   [ -s "$home/state/api.json" ] || { echo "ui: node $1 did not start" >&2; cat "$work/$1.log" >&2; exit 1; }
 }
-start_node a
+start_node a --max-upload 1M
 start_node b
 api() { # name -> base URL
   local addr
@@ -62,6 +65,12 @@ ffmpeg -v error -f lavfi -i testsrc=duration=4:size=320x240:rate=25 -c:v libvpx 
 added="$(curl -sf -H "Authorization: Bearer $(token a)" -H 'Content-Type: application/json' \
   -d "{\"path\":\"$work/clip.webm\"}" "$(api a)/v1/add")"
 ticket="$(echo "$added" | sed -E 's/.*"ticket":"([^"]+)".*/\1/')"
+head -c 6291456 /dev/urandom >"$work/harbour-lecture-notes.bin"
+curl -sf -H "Authorization: Bearer $(token a)" -H 'Content-Type: application/json' \
+  -d "{\"path\":\"$work/harbour-lecture-notes.bin\"}" "$(api a)/v1/add" >/dev/null
 
 mkdir -p "$target"
-node "$here/ui.mjs" "$(api b)/" "$(token b)" "$ticket" "$target/ui.png"
+node "$here/ui.mjs" "$(api b)/" "$(token b)" "$ticket" "$target/ui.png" "harbour lecture" || {
+  for n in a b; do echo "--- node $n log (tail)" >&2; tail -n 20 "$work/$n.log" >&2; done
+  exit 1
+}

@@ -80,7 +80,15 @@ async function refreshDownloads() {
     const tr = document.createElement("tr");
     tr.dataset.id = d.id;
     tr.dataset.state = d.state;
-    tr.append(cell(names.get(d.id) || d.id.slice(0, 16) + "…"));
+    const name = cell(names.get(d.id) || d.id.slice(0, 16) + "…");
+    if (d.kind === "collection") {
+      const files = d.files == null ? "collection" : `collection, ${d.files_done}/${d.files} files`;
+      const small = document.createElement("small");
+      small.className = "kind";
+      small.textContent = ` (${files})`;
+      name.append(small);
+    }
+    tr.append(name);
     const bar = document.createElement("progress");
     bar.max = d.size || 1;
     bar.value = d.size ? d.verified_bytes : 0;
@@ -90,18 +98,40 @@ async function refreshDownloads() {
     label.className = "pct";
     label.textContent = `${pct}%`;
     td.append(bar, " ", label);
-    tr.append(td, cell(`${bytes(d.rate)}/s`), cell(String(d.peers)), cell(d.error ? `${d.state}: ${d.error}` : d.state));
+    const state = d.error ? `${d.state}: ${d.error}` : d.state;
+    tr.append(td, cell(`${bytes(d.rate)}/s`), cell(String(d.peers)), cell(state));
     const actions = document.createElement("td");
-    const playBtn = document.createElement("button");
-    playBtn.textContent = "Play";
-    playBtn.className = "play";
-    playBtn.onclick = () => play(d.id);
-    actions.append(playBtn);
+    if (d.kind === "collection") {
+      const browse = document.createElement("a");
+      browse.href = `/c/${d.id}/`;
+      browse.target = "_blank";
+      browse.textContent = "Files";
+      actions.append(browse);
+    } else {
+      const playBtn = document.createElement("button");
+      playBtn.textContent = "Play";
+      playBtn.className = "play";
+      playBtn.onclick = () => play(d.id);
+      actions.append(playBtn);
+    }
+    const act = (label, cls, method, path) => {
+      const b = document.createElement("button");
+      b.textContent = label;
+      b.className = cls;
+      b.onclick = () => {
+        $("download-error").textContent = "";
+        api(method, path)
+          .catch((e) => { $("download-error").textContent = `${label}: ${e.message}`; })
+          .then(refreshDownloads);
+      };
+      actions.append(" ", b);
+    };
     if (d.state === "starting" || d.state === "downloading") {
-      const cancel = document.createElement("button");
-      cancel.textContent = "Cancel";
-      cancel.onclick = () => api("DELETE", `/v1/downloads/${d.id}`).then(refreshDownloads);
-      actions.append(" ", cancel);
+      act("Pause", "pause", "POST", `/v1/downloads/${d.id}/pause`);
+    }
+    if (d.state === "paused") act("Resume", "resume", "POST", `/v1/downloads/${d.id}/resume`);
+    if (d.state === "starting" || d.state === "downloading" || d.state === "paused") {
+      act("Cancel", "cancel", "DELETE", `/v1/downloads/${d.id}`);
     }
     tr.append(actions);
     return tr;
@@ -142,6 +172,31 @@ async function tick() {
   }
 }
 
+// Reads a text/event-stream response block by block: onEvent gets
+// {id, event, data} for each event (comments and keep-alives skipped).
+async function readEvents(res, onEvent, signal) {
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    if (signal?.aborted) { reader.cancel().catch(() => {}); return; }
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value.replaceAll("\r\n", "\n");
+    let end;
+    while ((end = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      const ev = { id: "", event: "", data: "" };
+      for (const line of block.split("\n")) {
+        if (line.startsWith("id:")) ev.id = line.slice(3).trim();
+        else if (line.startsWith("event:")) ev.event = line.slice(6).trim();
+        else if (line.startsWith("data:")) ev.data += (ev.data ? "\n" : "") + line.slice(5).replace(/^ /, "");
+      }
+      if (ev.event || ev.data) onEvent(ev);
+    }
+  }
+}
+
 // Live updates: /v1/events read with fetch (EventSource cannot send the
 // token). A download or peer event refreshes its table at once; the 1 s
 // poll stays as the fallback. Reconnects with Last-Event-ID.
@@ -162,26 +217,12 @@ async function followEvents() {
       if (lastEventId) headers["Last-Event-ID"] = lastEventId;
       const res = await fetch("/v1/events", { headers });
       if (!res.ok) throw new Error(`${res.status}`);
-      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buf = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += value;
-        let end;
-        while ((end = buf.indexOf("\n\n")) >= 0) {
-          const block = buf.slice(0, end);
-          buf = buf.slice(end + 2);
-          let kind = "";
-          for (const line of block.split("\n")) {
-            if (line.startsWith("id: ")) lastEventId = line.slice(4);
-            if (line.startsWith("event: ")) kind = line.slice(7);
-          }
-          if (kind === "download") soon(refreshDownloads);
-          if (kind.startsWith("peer_")) { soon(refreshPeers); soon(refreshStatus); }
-          if (kind === "lagged") { soon(refreshDownloads); soon(refreshPeers); }
-        }
-      }
+      await readEvents(res, (ev) => {
+        if (ev.id) lastEventId = ev.id;
+        if (ev.event === "download") soon(refreshDownloads);
+        if (ev.event.startsWith("peer_")) { soon(refreshPeers); soon(refreshStatus); }
+        if (ev.event === "lagged") { soon(refreshDownloads); soon(refreshPeers); }
+      });
     } catch (e) {
       console.warn("events:", e.message);
     }
@@ -247,6 +288,101 @@ $("path-form").onsubmit = async (e) => {
   } catch (err) {
     $("share-error").textContent = err.message;
   }
+};
+
+// Search: /v1/search streams `hit` events (a result again when it gains a
+// source) and one `done`; read with fetch for the token. A new search
+// aborts the one running.
+let searching = null;
+function resultRow(hit) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = hit.id;
+  tr.dataset.kind = hit.kind;
+  const media = hit.media && hit.media !== "other" ? `, ${hit.media}` : "";
+  tr.append(cell(hit.name), cell(bytes(hit.size)), cell(String(hit.sources)), cell(hit.kind + media));
+  const actions = document.createElement("td");
+  if (hit.kind === "collection") {
+    const files = document.createElement("a");
+    files.href = `/c/${hit.id}/`;
+    files.target = "_blank";
+    files.textContent = "Files";
+    actions.append(files);
+  } else {
+    const get = document.createElement("button");
+    get.textContent = "Get";
+    get.className = "get";
+    get.onclick = async () => {
+      $("search-error").textContent = "";
+      remember(hit.id, hit.name);
+      try {
+        await api("POST", "/v1/downloads", { ticket: hit.id });
+        get.disabled = true;
+        get.textContent = "Started";
+        refreshDownloads();
+      } catch (err) {
+        $("search-error").textContent = `${hit.name}: ${err.message}`;
+      }
+    };
+    actions.append(get);
+    if (hit.media === "video" || hit.media === "audio") {
+      const link = document.createElement("a");
+      link.href = `/b/${hit.id}?filename=${encodeURIComponent(hit.name)}`;
+      link.className = "play";
+      link.textContent = "Play";
+      link.onclick = (e) => { e.preventDefault(); remember(hit.id, hit.name); play(hit.id); };
+      actions.append(" ", link);
+    }
+  }
+  tr.append(actions);
+  return tr;
+}
+
+async function runSearch() {
+  searching?.abort();
+  const ctl = new AbortController();
+  searching = ctl;
+  const body = $("results").tBodies[0];
+  body.replaceChildren();
+  $("search-error").textContent = "";
+  $("search-status").textContent = "searching…";
+  const params = new URLSearchParams({ q: $("search-q").value.trim() });
+  if ($("search-type").value) params.set("type", $("search-type").value);
+  if ($("search-local").checked) params.set("local", "true");
+  try {
+    const res = await fetch(`/v1/search?${params}`, {
+      headers: { Authorization: `Bearer ${token}` },
+      signal: ctl.signal,
+    });
+    if (res.status === 401) { showLogin("the token was refused"); return; }
+    if (!res.ok) {
+      const json = await res.json().catch(() => null);
+      throw new Error(json?.error?.message || `${res.status}`);
+    }
+    let count = 0;
+    await readEvents(res, (ev) => {
+      if (ev.event === "hit") {
+        const hit = JSON.parse(ev.data);
+        const row = resultRow(hit);
+        const old = [...body.rows].find((r) => r.dataset.id === hit.id);
+        if (old) old.replaceWith(row); else { body.append(row); count++; }
+        $("search-status").textContent = `searching… ${count} so far`;
+      } else if (ev.event === "done") {
+        const done = JSON.parse(ev.data);
+        $("search-status").textContent = `${done.results} result${done.results === 1 ? "" : "s"}`;
+      }
+    }, ctl.signal);
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    $("search-status").textContent = "";
+    $("search-error").textContent = err.message;
+  } finally {
+    if (searching === ctl) searching = null;
+  }
+}
+
+$("search-form").onsubmit = (e) => {
+  e.preventDefault();
+  runSearch();
 };
 
 setInterval(() => { if (!$("app").hidden) tick(); }, 1000);
