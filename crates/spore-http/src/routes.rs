@@ -382,6 +382,26 @@ pub(crate) struct DownloadRequestIn {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     dest: Option<PathBuf>,
+    /// What a bare content id points at (a ticket says it itself): `blob`
+    /// (the default) or `collection` (the manifest, then every file).
+    #[serde(default)]
+    kind: Option<KindIn>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum KindIn {
+    Blob,
+    Collection,
+}
+
+impl From<KindIn> for ContentKind {
+    fn from(k: KindIn) -> Self {
+        match k {
+            KindIn::Blob => Self::Blob,
+            KindIn::Collection => Self::Collection,
+        }
+    }
 }
 
 /// Starts downloading a blob or a collection (or joins the download already running).
@@ -392,6 +412,17 @@ pub(crate) async fn start_download(
     Json(request): Json<DownloadRequestIn>,
 ) -> Result<Json<DownloadOut>, ApiError> {
     let ticket = parse_ticket(&request.ticket)?;
+    let is_ticket = request.ticket.trim().parse::<Hash>().is_err();
+    let kind = match request.kind.map(ContentKind::from) {
+        Some(kind) if is_ticket && kind != ticket.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the ticket is for a {}, not a {kind}",
+                ticket.kind
+            )));
+        }
+        Some(kind) => kind,
+        None => ticket.kind,
+    };
     if let Some(dest) = &request.dest
         && !dest.is_absolute()
     {
@@ -406,7 +437,7 @@ pub(crate) async fn start_download(
         .filter_map(|h| spore_net::from_hint(h).ok())
         .collect();
     let mut download =
-        spore_node::transfer::DownloadRequest::new(ticket.hash, ticket.kind, providers);
+        spore_node::transfer::DownloadRequest::new(ticket.hash, kind, providers);
     download.dest = request.dest;
     let handle = state.node.start_download(download);
     Ok(Json(download_out(&handle)))

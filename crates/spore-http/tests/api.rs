@@ -634,6 +634,30 @@ async fn a_collection_downloads_through_the_api_into_a_directory() {
         std::fs::read(dest.join("cover.jpg")).unwrap(),
         vec![9u8; 50_000]
     );
+
+    // A bare id says nothing of its kind: `kind` does (a ticket's own wins).
+    let (status, body) = b
+        .post(
+            "/v1/downloads",
+            json!({"ticket": added["ticket"], "kind": "blob"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let again = b._dir.path().join("downloads/again");
+    let (status, body) = b
+        .post(
+            "/v1/downloads",
+            json!({"ticket": id, "kind": "collection", "dest": again}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["kind"], "collection", "{body}");
+    let last = wait_finished(&b, id).await;
+    assert_eq!(last["state"], "done", "{last}");
+    assert_eq!(
+        std::fs::read(again.join("disc1/extras/notes.txt")).unwrap(),
+        b"liner notes"
+    );
     b.daemon.shutdown().await;
     a.daemon.shutdown().await;
 }

@@ -301,29 +301,29 @@ function resultRow(hit) {
   const media = hit.media && hit.media !== "other" ? `, ${hit.media}` : "";
   tr.append(cell(hit.name), cell(bytes(hit.size)), cell(String(hit.sources)), cell(hit.kind + media));
   const actions = document.createElement("td");
+  const get = document.createElement("button");
+  get.textContent = "Get";
+  get.className = "get";
+  get.onclick = async () => {
+    $("search-error").textContent = "";
+    remember(hit.id, hit.name);
+    try {
+      await api("POST", "/v1/downloads", { ticket: hit.id, kind: hit.kind === "collection" ? "collection" : "blob" });
+      get.disabled = true;
+      get.textContent = "Started";
+      refreshDownloads();
+    } catch (err) {
+      $("search-error").textContent = `${hit.name}: ${err.message}`;
+    }
+  };
+  actions.append(get);
   if (hit.kind === "collection") {
     const files = document.createElement("a");
     files.href = `/c/${hit.id}/`;
     files.target = "_blank";
     files.textContent = "Files";
-    actions.append(files);
+    actions.append(" ", files);
   } else {
-    const get = document.createElement("button");
-    get.textContent = "Get";
-    get.className = "get";
-    get.onclick = async () => {
-      $("search-error").textContent = "";
-      remember(hit.id, hit.name);
-      try {
-        await api("POST", "/v1/downloads", { ticket: hit.id });
-        get.disabled = true;
-        get.textContent = "Started";
-        refreshDownloads();
-      } catch (err) {
-        $("search-error").textContent = `${hit.name}: ${err.message}`;
-      }
-    };
-    actions.append(get);
     if (hit.media === "video" || hit.media === "audio") {
       const link = document.createElement("a");
       link.href = `/b/${hit.id}?filename=${encodeURIComponent(hit.name)}`;
