@@ -436,8 +436,7 @@ pub(crate) async fn start_download(
         .iter()
         .filter_map(|h| spore_net::from_hint(h).ok())
         .collect();
-    let mut download =
-        spore_node::transfer::DownloadRequest::new(ticket.hash, kind, providers);
+    let mut download = spore_node::transfer::DownloadRequest::new(ticket.hash, kind, providers);
     download.dest = request.dest;
     let handle = state.node.start_download(download);
     Ok(Json(download_out(&handle)))
