@@ -6,7 +6,10 @@
 //!   strict size limits (spec: `docs/protocol.md`).
 //! - `scheduler`: which chunk groups to ask which peer for, and when.
 //! - `choker`: which peers may download from us, and how fast.
+//! - `superseed`: what a seed announces to each of several concurrent
+//!   downloaders, so that it hands out every piece once before any twice.
 
 pub mod choker;
 pub mod scheduler;
+pub mod superseed;
 pub mod wire;

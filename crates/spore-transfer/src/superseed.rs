@@ -1,0 +1,574 @@
+//! Super-seeding: how a complete source announces a blob when several peers
+//! download it from us at once.
+//!
+//! A seed that announces everything to everyone lets every leecher ask it for
+//! any piece, so the seed's upload goes to copies of pieces the swarm already
+//! holds, and leechers end up with similar pieces and little to trade. Here,
+//! as in BitTorrent's super-seeding (BEP 16), each peer is told only a few
+//! pieces at a time, chosen among those the fewest connected peers got from
+//! us (and that no other peer was just told), so the seed hands out the
+//! whole blob once before any piece twice and the leechers must trade for the
+//! rest. Once every piece is held by some connected peer, everyone is told
+//! everything.
+//!
+//! A peer alone with us is told everything at once: there is nobody to trade
+//! with, and a player streaming from a single seed must be able to ask for
+//! any range.
+//!
+//! Pure state machine: the node calls it from its serving sessions and sends
+//! what [`SuperSeed::take_reveal`] returns. Peers are keyed by session, so two
+//! sessions of one peer are two peers here.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    hash::Hash,
+    ops::Range,
+    time::{Duration, Instant},
+};
+
+use spore_core::Bitfield;
+
+use crate::scheduler::{piece_groups_for, rng::Rng};
+
+/// Tunables of [`SuperSeed`].
+#[derive(Debug, Clone)]
+pub struct SuperSeedConfig {
+    /// Pieces told to a peer and not yet requested by it.
+    pub window_pieces: u32,
+    /// A peer that may request (unchoked, interested) but asked for none of
+    /// the pieces it was told for this long got them elsewhere or does not
+    /// want them: it is told a fresh window.
+    pub stall: Duration,
+    /// Peers followed at once; any more are told everything.
+    pub max_peers: usize,
+    /// Blobs with fewer groups are always announced whole.
+    pub min_groups: u64,
+}
+
+impl Default for SuperSeedConfig {
+    fn default() -> Self {
+        Self {
+            window_pieces: 4,
+            stall: Duration::from_secs(1),
+            max_peers: 256,
+            min_groups: 256,
+        }
+    }
+}
+
+/// What a session must announce next to its peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reveal {
+    Nothing,
+    /// These groups too (sorted, disjoint).
+    Groups(Vec<Range<u64>>),
+    /// Every group.
+    All,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    /// Told everything (or about to be).
+    all: bool,
+    /// `all` is set and the session has not taken it yet.
+    all_pending: bool,
+    /// Pieces told.
+    told: Bitfield,
+    /// Told, not yet taken by the session.
+    pending: Vec<u32>,
+    /// Told and not requested since.
+    unrequested: BTreeSet<u32>,
+    /// Pieces it requested from us.
+    sent: Bitfield,
+    /// Unchoked and interested: it can request.
+    active: bool,
+    /// Since when it has neither requested nor been told a fresh window.
+    idle_since: Instant,
+}
+
+/// Super-seeding state of one complete blob (see the module docs).
+#[derive(Debug)]
+pub struct SuperSeed<P> {
+    config: SuperSeedConfig,
+    groups: u64,
+    piece_groups: u64,
+    /// Per piece: connected peers that requested it from us.
+    copies: Vec<u32>,
+    /// Per piece: peers told it that have not requested it yet.
+    promised: Vec<u32>,
+    /// Pieces with no copy at a connected peer.
+    uncovered: u64,
+    /// Every piece reached a connected peer once: everyone is told everything.
+    over: bool,
+    peers: HashMap<P, PeerState>,
+    rng: Rng,
+}
+
+impl<P: Eq + Hash + Clone> SuperSeed<P> {
+    /// For a blob of `groups` chunk groups.
+    pub fn new(groups: u64, config: SuperSeedConfig, seed: u64) -> Self {
+        let piece_groups = u64::from(piece_groups_for(groups));
+        let pieces = groups.div_ceil(piece_groups).max(1);
+        let over = groups < config.min_groups;
+        Self {
+            config,
+            groups,
+            piece_groups,
+            copies: vec![0; pieces as usize],
+            promised: vec![0; pieces as usize],
+            uncovered: pieces,
+            over,
+            peers: HashMap::new(),
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// Whether pieces are still being handed out one by one.
+    pub fn is_active(&self) -> bool {
+        !self.over
+    }
+
+    fn pieces(&self) -> u64 {
+        self.copies.len() as u64
+    }
+
+    fn piece_of(&self, group: u64) -> u64 {
+        group / self.piece_groups
+    }
+
+    /// A peer's session starts; its first announcement comes from
+    /// [`take_reveal`](Self::take_reveal). It is told everything if it is
+    /// alone or if super-seeding is over. Returns false, and follows nothing,
+    /// when `max_peers` are followed already: tell that peer everything.
+    pub fn add_peer(&mut self, peer: P, now: Instant) -> bool {
+        if self.peers.contains_key(&peer) {
+            return true;
+        }
+        if self.peers.len() >= self.config.max_peers {
+            return false;
+        }
+        let all = self.over || self.peers.is_empty();
+        let pieces = self.pieces();
+        self.peers.insert(
+            peer.clone(),
+            PeerState {
+                all,
+                all_pending: all,
+                told: Bitfield::new(pieces),
+                pending: Vec::new(),
+                unrequested: BTreeSet::new(),
+                sent: Bitfield::new(pieces),
+                active: false,
+                idle_since: now,
+            },
+        );
+        self.refill(&peer);
+        true
+    }
+
+    /// A peer's session ended: the pieces only it got from us count as
+    /// uncovered again, and what it was told is free for others.
+    pub fn remove_peer(&mut self, peer: &P) {
+        let Some(state) = self.peers.remove(peer) else {
+            return;
+        };
+        for p in state.unrequested {
+            self.promised[p as usize] -= 1;
+        }
+        for r in state.sent.ones_ranges() {
+            for p in r {
+                let c = &mut self.copies[p as usize];
+                *c -= 1;
+                if *c == 0 {
+                    self.uncovered += 1;
+                }
+            }
+        }
+    }
+
+    /// Whether the peer can request now (unchoked and interested): the stall
+    /// clock runs only then.
+    pub fn set_active(&mut self, peer: &P, active: bool, now: Instant) {
+        if let Some(state) = self.peers.get_mut(peer)
+            && state.active != active
+        {
+            state.active = active;
+            state.idle_since = now;
+        }
+    }
+
+    /// The peer requested `groups` from us.
+    pub fn on_request(&mut self, peer: &P, groups: Range<u64>, now: Instant) {
+        if groups.is_empty() || groups.end > self.groups {
+            return;
+        }
+        let pieces = self.piece_of(groups.start)..=self.piece_of(groups.end - 1);
+        let Some(state) = self.peers.get_mut(peer) else {
+            return;
+        };
+        state.idle_since = now;
+        for p in pieces {
+            if state.unrequested.remove(&(p as u32)) {
+                self.promised[p as usize] -= 1;
+            }
+            if state.sent.set(p) {
+                let c = &mut self.copies[p as usize];
+                if *c == 0 {
+                    self.uncovered -= 1;
+                }
+                *c += 1;
+            }
+        }
+        if !self.over && self.uncovered == 0 {
+            self.over = true;
+            for state in self.peers.values_mut() {
+                if !state.all {
+                    state.all = true;
+                    state.all_pending = true;
+                }
+            }
+            return;
+        }
+        self.refill(peer);
+    }
+
+    /// Gives a fresh window to every active peer that stalled.
+    pub fn poll(&mut self, now: Instant) {
+        if self.over {
+            return;
+        }
+        let stall = self.config.stall;
+        let stalled: Vec<P> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| {
+                !s.all && s.active && now.saturating_duration_since(s.idle_since) >= stall
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in stalled {
+            if let Some(state) = self.peers.get_mut(&peer) {
+                state.idle_since = now;
+                for p in std::mem::take(&mut state.unrequested) {
+                    self.promised[p as usize] -= 1;
+                }
+            }
+            self.refill(&peer);
+        }
+    }
+
+    /// What the peer's session must announce now.
+    pub fn take_reveal(&mut self, peer: &P) -> Reveal {
+        let Some(state) = self.peers.get_mut(peer) else {
+            return Reveal::Nothing;
+        };
+        if state.all_pending {
+            state.all_pending = false;
+            state.pending.clear();
+            return Reveal::All;
+        }
+        if state.pending.is_empty() {
+            return Reveal::Nothing;
+        }
+        let mut pieces = std::mem::take(&mut state.pending);
+        pieces.sort_unstable();
+        let mut ranges: Vec<Range<u64>> = Vec::new();
+        for p in pieces {
+            let start = u64::from(p) * self.piece_groups;
+            let end = (start + self.piece_groups).min(self.groups);
+            match ranges.last_mut() {
+                Some(last) if last.end == start => last.end = end,
+                _ => ranges.push(start..end),
+            }
+        }
+        Reveal::Groups(ranges)
+    }
+
+    /// Tells `peer` more pieces until `window_pieces` are unrequested.
+    fn refill(&mut self, peer: &P) {
+        let window = self.config.window_pieces.max(1) as usize;
+        let Some(mut state) = self.peers.remove(peer) else {
+            return;
+        };
+        while !state.all && state.unrequested.len() < window {
+            let Some(p) = self.pick(&state.told) else {
+                break;
+            };
+            state.told.set(p);
+            state.unrequested.insert(p as u32);
+            state.pending.push(p as u32);
+            self.promised[p as usize] += 1;
+        }
+        self.peers.insert(peer.clone(), state);
+    }
+
+    /// The piece not yet told that the fewest connected peers got from us,
+    /// then that the fewest were told, scanning from a random start so ties
+    /// fall anywhere. A piece nobody holds goes first even when another peer
+    /// was told it: the sooner every piece is out, the sooner the swarm
+    /// survives the seed.
+    fn pick(&mut self, told: &Bitfield) -> Option<u64> {
+        let n = self.pieces();
+        let start = self.rng.below(n);
+        let mut best: Option<((u32, u32), u64)> = None;
+        for i in 0..n {
+            let p = (start + i) % n;
+            if told.get(p) {
+                continue;
+            }
+            let score = (self.copies[p as usize], self.promised[p as usize]);
+            if best.is_none_or(|(s, _)| score < s) {
+                best = Some((score, p));
+                if score == (0, 0) {
+                    break;
+                }
+            }
+        }
+        best.map(|(_, p)| p)
+    }
+
+    /// Checks the counters against a recount (for tests).
+    pub fn check_invariants(&self) {
+        let n = self.pieces() as usize;
+        let mut copies = vec![0u32; n];
+        let mut promised = vec![0u32; n];
+        for state in self.peers.values() {
+            for r in state.sent.ones_ranges() {
+                for p in r {
+                    copies[p as usize] += 1;
+                }
+            }
+            for &p in &state.unrequested {
+                assert!(state.told.get(u64::from(p)), "unrequested but never told");
+                promised[p as usize] += 1;
+            }
+            if !state.all {
+                assert!(state.unrequested.len() <= self.config.window_pieces.max(1) as usize);
+            }
+        }
+        assert_eq!(copies, self.copies);
+        assert_eq!(promised, self.promised);
+        let uncovered = copies.iter().filter(|&&c| c == 0).count() as u64;
+        assert_eq!(uncovered, self.uncovered);
+        assert!(self.peers.len() <= self.config.max_peers);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 256 MiB: 16,384 groups in 256 pieces of 64.
+    const GROUPS: u64 = 16_384;
+
+    fn seeder() -> SuperSeed<u32> {
+        SuperSeed::new(GROUPS, SuperSeedConfig::default(), 7)
+    }
+
+    fn pieces_of(reveal: &Reveal, piece_groups: u64) -> Vec<u64> {
+        match reveal {
+            Reveal::Groups(ranges) => ranges
+                .iter()
+                .flat_map(|r| {
+                    assert_eq!(r.start % piece_groups, 0);
+                    (r.start / piece_groups)..r.end.div_ceil(piece_groups)
+                })
+                .collect(),
+            other => panic!("expected groups, got {other:?}"),
+        }
+    }
+
+    /// Adds a lone peer 0 (told everything) and `n` more; returns their windows.
+    fn swarm(s: &mut SuperSeed<u32>, n: u32, now: Instant) -> HashMap<u32, Vec<u64>> {
+        assert!(s.add_peer(0, now));
+        assert_eq!(s.take_reveal(&0), Reveal::All);
+        (1..=n)
+            .map(|p| {
+                assert!(s.add_peer(p, now));
+                (p, pieces_of(&s.take_reveal(&p), 64))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_peer_is_told_everything() {
+        let mut s = seeder();
+        let now = Instant::now();
+        assert!(s.add_peer(1, now));
+        assert_eq!(s.take_reveal(&1), Reveal::All);
+        assert_eq!(s.take_reveal(&1), Reveal::Nothing);
+        s.check_invariants();
+    }
+
+    #[test]
+    fn small_blobs_are_announced_whole() {
+        let mut s = SuperSeed::new(100, SuperSeedConfig::default(), 1);
+        let now = Instant::now();
+        assert!(!s.is_active());
+        for p in 0..3u32 {
+            s.add_peer(p, now);
+            assert_eq!(s.take_reveal(&p), Reveal::All);
+        }
+    }
+
+    #[test]
+    fn windows_of_concurrent_peers_are_disjoint() {
+        let mut s = seeder();
+        let windows = swarm(&mut s, 7, Instant::now());
+        let mut seen = BTreeSet::new();
+        for w in windows.values() {
+            assert_eq!(w.len(), 4);
+            for p in w {
+                assert!(seen.insert(*p), "piece {p} told to two peers");
+            }
+        }
+        s.check_invariants();
+    }
+
+    /// Peers request what they are told, one piece at a time, in turn: the
+    /// seed hands out all 256 pieces once (256 requests), then tells everyone
+    /// everything.
+    #[test]
+    fn every_piece_goes_out_once_before_any_twice() {
+        let mut s = seeder();
+        let mut now = Instant::now();
+        let mut windows = swarm(&mut s, 8, now);
+        let mut told: BTreeSet<u64> = windows.values().flatten().copied().collect();
+        let mut requests = 0;
+        let mut requested = BTreeSet::new();
+        'outer: for _round in 0..1000 {
+            for p in 1..=8u32 {
+                now += Duration::from_millis(10);
+                let w = windows.get_mut(&p).unwrap();
+                let Some(piece) = w.pop() else { continue };
+                // A second copy only once every piece has been told to someone.
+                assert!(
+                    requested.insert(piece) || told.len() == 256,
+                    "piece {piece} requested twice while others were never told"
+                );
+                s.on_request(&p, piece * 64..piece * 64 + 16, now);
+                requests += 1;
+                s.check_invariants();
+                if !s.is_active() {
+                    break 'outer;
+                }
+                let more = pieces_of(&s.take_reveal(&p), 64);
+                told.extend(more.iter().copied());
+                w.extend(more);
+            }
+        }
+        // The last windows overlap: at most 8 peers x 4 pieces of slack.
+        assert!((256..=256 + 32).contains(&requests), "{requests} requests");
+        assert_eq!(requested.len(), 256);
+        assert!(!s.is_active());
+        for p in 1..=8 {
+            assert_eq!(s.take_reveal(&p), Reveal::All);
+        }
+        s.add_peer(9, now);
+        assert_eq!(s.take_reveal(&9), Reveal::All);
+    }
+
+    #[test]
+    fn pieces_only_a_departed_peer_got_are_handed_out_again() {
+        let mut s = seeder();
+        let now = Instant::now();
+        let windows = swarm(&mut s, 2, now);
+        let gone = windows[&1].clone();
+        for &piece in &gone {
+            s.on_request(&1, piece * 64..(piece + 1) * 64, now);
+        }
+        let _ = s.take_reveal(&1);
+        s.remove_peer(&1);
+        s.check_invariants();
+        // Peer 2 works through pieces nobody holds; the departed peer's four
+        // come back among them.
+        let mut told: BTreeSet<u64> = windows[&2].iter().copied().collect();
+        let mut queue = windows[&2].clone();
+        while let Some(piece) = queue.pop() {
+            s.on_request(&2, piece * 64..piece * 64 + 1, now);
+            if !s.is_active() {
+                break;
+            }
+            // Nothing once peer 2 was told every piece.
+            let more = match s.take_reveal(&2) {
+                Reveal::Nothing => Vec::new(),
+                r => pieces_of(&r, 64),
+            };
+            told.extend(more.iter().copied());
+            queue.extend(more);
+        }
+        for piece in gone {
+            assert!(
+                told.contains(&piece),
+                "piece {piece} was not handed out again"
+            );
+        }
+        s.check_invariants();
+    }
+
+    #[test]
+    fn a_stalled_active_peer_gets_a_fresh_window() {
+        let mut s = seeder();
+        let t0 = Instant::now();
+        let windows = swarm(&mut s, 2, t0);
+        // Peer 1 can request but does not (it got its pieces elsewhere).
+        s.set_active(&1, true, t0);
+        s.poll(t0 + Duration::from_millis(500));
+        assert_eq!(s.take_reveal(&1), Reveal::Nothing);
+        s.poll(t0 + Duration::from_secs(1));
+        let fresh = pieces_of(&s.take_reveal(&1), 64);
+        assert_eq!(fresh.len(), 4);
+        assert!(fresh.iter().all(|p| !windows[&1].contains(p)));
+        // Peer 2 is choked: its clock does not run.
+        s.poll(t0 + Duration::from_secs(5));
+        assert_eq!(s.take_reveal(&2), Reveal::Nothing);
+        s.check_invariants();
+    }
+
+    #[test]
+    fn followed_peers_are_bounded() {
+        let config = SuperSeedConfig {
+            max_peers: 3,
+            ..SuperSeedConfig::default()
+        };
+        let mut s = SuperSeed::new(GROUPS, config, 3);
+        let now = Instant::now();
+        for p in 0..3u32 {
+            assert!(s.add_peer(p, now));
+        }
+        assert!(!s.add_peer(3, now));
+        assert_eq!(s.take_reveal(&3), Reveal::Nothing);
+        s.check_invariants();
+    }
+
+    #[test]
+    fn random_events_keep_the_counters_consistent() {
+        let mut rng = Rng::new(42);
+        for case in 0..50 {
+            let groups = 256 + rng.below(5000);
+            let mut s = SuperSeed::new(groups, SuperSeedConfig::default(), case);
+            let mut now = Instant::now();
+            for _ in 0..400 {
+                now += Duration::from_millis(rng.below(700));
+                let peer = rng.below(6) as u32;
+                match rng.below(6) {
+                    0 => {
+                        s.add_peer(peer, now);
+                    }
+                    1 => s.remove_peer(&peer),
+                    2 => s.set_active(&peer, rng.below(2) == 0, now),
+                    3 => s.poll(now),
+                    4 => {
+                        let _ = s.take_reveal(&peer);
+                    }
+                    _ => {
+                        let start = rng.below(groups);
+                        let end = (start + 1 + rng.below(128)).min(groups);
+                        s.on_request(&peer, start..end, now);
+                    }
+                }
+                s.check_invariants();
+            }
+        }
+    }
+}
