@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http_range_header::parse_range_header;
 use serde::Deserialize;
 use spore_core::{Collection, ContentKind, Hash, Ticket};
-use spore_node::transfer::{BlobStream, DownloadRequest, StreamError};
+use spore_node::transfer::{BlobStream, DownloadRequest, Keep, StreamError};
 
 use crate::{ApiError, AppState};
 
@@ -73,7 +73,7 @@ fn parse(id: &str) -> Result<Ticket, ApiError> {
 
 /// The gateway reads a collection's manifest as one blob: not a download of
 /// the whole directory (what a user's collection download is), and not
-/// listed or tagged on its own.
+/// listed or tagged on its own. A blob is fetched as the user's download.
 fn request_for(ticket: &Ticket, hash: Hash, kind: ContentKind) -> DownloadRequest {
     let providers = ticket
         .providers
@@ -81,7 +81,10 @@ fn request_for(ticket: &Ticket, hash: Hash, kind: ContentKind) -> DownloadReques
         .filter_map(|h| spore_net::from_hint(h).ok())
         .collect();
     DownloadRequest {
-        member: kind == ContentKind::Collection,
+        keep: match kind {
+            ContentKind::Collection => Keep::Untagged,
+            ContentKind::Blob => Keep::Tagged,
+        },
         ..DownloadRequest::new(hash, kind, providers)
     }
 }

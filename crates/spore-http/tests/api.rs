@@ -2,48 +2,22 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
+mod common;
+
 use std::time::Duration;
 
+use common::{TestDaemon, start_with};
 use serde_json::{Value, json};
 use spore_core::Ticket;
-use spore_http::Daemon;
-use spore_node::{Home, NodeConfig};
-use tempfile::TempDir;
+use spore_node::NodeConfig;
 
-struct TestDaemon {
-    daemon: Daemon,
-    base: String,
-    token: String,
-    _dir: TempDir,
+/// Downloads look for more sources every second, not every five.
+fn quick_discovery(config: &mut NodeConfig) {
+    config.transfer.discovery_interval_secs = 1;
 }
 
 async fn start() -> TestDaemon {
-    start_with(0).await
-}
-
-/// A daemon whose uploads are capped at `max_upload` bytes per second (0: none).
-async fn start_with(max_upload: u64) -> TestDaemon {
-    let dir = TempDir::new().unwrap();
-    let home = Home::under(dir.path());
-    let mut config = NodeConfig::load(&home).unwrap();
-    let files = (
-        config.net.identity_file.clone(),
-        config.net.address_book_file.clone(),
-    );
-    config.net = spore_net::NetConfig::for_tests();
-    (config.net.identity_file, config.net.address_book_file) = files;
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.transfer.max_upload = max_upload;
-    config.transfer.discovery_interval_secs = 1;
-    let daemon = Daemon::start(home.clone(), config).await.unwrap();
-    let base = format!("http://{}", daemon.api_addr());
-    let token = spore_node::api_token(&home).unwrap();
-    TestDaemon {
-        daemon,
-        base,
-        token,
-        _dir: dir,
-    }
+    start_with(quick_discovery).await
 }
 
 type Headers = Vec<(&'static str, String)>;
@@ -56,11 +30,7 @@ async fn call(
     body: Option<Value>,
 ) -> (u16, Value) {
     tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
+        let agent = common::agent();
         let mut response = match (method, body) {
             ("DELETE", _) => {
                 let mut req = agent.delete(&url);
@@ -97,11 +67,11 @@ impl TestDaemon {
         vec![("Authorization", format!("Bearer {}", self.token))]
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    async fn get_json(&self, path: &str) -> (u16, Value) {
         call("GET", format!("{}{path}", self.base), self.auth(), None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
         call(
             "POST",
             format!("{}{path}", self.base),
@@ -190,7 +160,7 @@ async fn every_auth_failure_is_refused_with_the_error_shape() {
             "{path}"
         );
     }
-    let (status, body) = d.get("/v1/nope").await;
+    let (status, body) = d.get_json("/v1/nope").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("not_found"))
@@ -201,7 +171,7 @@ async fn every_auth_failure_is_refused_with_the_error_shape() {
 #[tokio::test(flavor = "multi_thread")]
 async fn status_openapi_and_add() {
     let d = start().await;
-    let (status, body) = d.get("/v1/status").await;
+    let (status, body) = d.get_json("/v1/status").await;
     assert_eq!(status, 200);
     assert_eq!(
         body["peer_id"].as_str().unwrap(),
@@ -209,7 +179,7 @@ async fn status_openapi_and_add() {
     );
     assert!(!body["listen_addrs"].as_array().unwrap().is_empty());
 
-    let (status, doc) = d.get("/v1/openapi.json").await;
+    let (status, doc) = d.get_json("/v1/openapi.json").await;
     assert_eq!(status, 200);
     for path in [
         "/v1/status",
@@ -229,21 +199,23 @@ async fn status_openapi_and_add() {
     }
     assert!(doc["components"]["securitySchemes"]["token"].is_object());
 
-    let (status, body) = d.post("/v1/add", json!({"path": "relative/file"})).await;
+    let (status, body) = d
+        .post_json("/v1/add", json!({"path": "relative/file"}))
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("bad_request"))
     );
     let (status, _) = d
-        .post("/v1/add", json!({"path": "/definitely/missing"}))
+        .post_json("/v1/add", json!({"path": "/definitely/missing"}))
         .await;
     assert_eq!(status, 400);
-    let (status, _) = d.post("/v1/add", json!({"nonsense": true})).await;
+    let (status, _) = d.post_json("/v1/add", json!({"nonsense": true})).await;
     assert!(status == 400 || status == 422, "malformed body: {status}");
 
-    let file = d._dir.path().join("hello.txt");
+    let file = d.dir.path().join("hello.txt");
     std::fs::write(&file, b"hello from the API").unwrap();
-    let (status, body) = d.post("/v1/add", json!({"path": file})).await;
+    let (status, body) = d.post_json("/v1/add", json!({"path": file})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["id"],
@@ -251,7 +223,7 @@ async fn status_openapi_and_add() {
     );
     let ticket: Ticket = body["ticket"].as_str().unwrap().parse().unwrap();
     assert_eq!(ticket.providers.len(), 1, "the ticket names this node");
-    let (_, status) = d.get("/v1/status").await;
+    let (_, status) = d.get_json("/v1/status").await;
     assert!(status["provided_keys"].as_u64().unwrap() >= 1);
     d.daemon.shutdown().await;
 }
@@ -260,13 +232,13 @@ async fn status_openapi_and_add() {
 async fn two_daemons_connect_find_providers_and_disconnect() {
     let a = start().await;
     let b = start().await;
-    let a_addr = a.get("/v1/status").await.1["listen_addrs"][0]
+    let a_addr = a.get_json("/v1/status").await.1["listen_addrs"][0]
         .as_str()
         .unwrap()
         .to_string();
     let a_id = a.daemon.node().net().local_peer_id().to_string();
     let (status, body) = b
-        .post(
+        .post_json(
             "/v1/connect",
             json!({"addr": format!("{a_addr}/p2p/{a_id}")}),
         )
@@ -277,22 +249,22 @@ async fn two_daemons_connect_find_providers_and_disconnect() {
         "{body}"
     );
     let (status, body) = b
-        .post("/v1/connect", json!({"addr": "not a multiaddr"}))
+        .post_json("/v1/connect", json!({"addr": "not a multiaddr"}))
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("bad_request"))
     );
 
-    let file = a._dir.path().join("shared.bin");
+    let file = a.dir.path().join("shared.bin");
     std::fs::write(&file, vec![7u8; 100_000]).unwrap();
-    let id = a.post("/v1/add", json!({"path": file})).await.1["id"]
+    let id = a.post_json("/v1/add", json!({"path": file})).await.1["id"]
         .as_str()
         .unwrap()
         .to_string();
     let mut found = Vec::new();
     for _ in 0..20 {
-        let (status, body) = b.get(&format!("/v1/providers/{id}")).await;
+        let (status, body) = b.get_json(&format!("/v1/providers/{id}")).await;
         assert_eq!(status, 200, "{body}");
         found = body.as_array().unwrap().clone();
         if !found.is_empty() {
@@ -304,10 +276,10 @@ async fn two_daemons_connect_find_providers_and_disconnect() {
         found.iter().any(|p| p["peer_id"] == a_id.as_str()),
         "{found:?}"
     );
-    let (status, _) = b.get("/v1/providers/xyz").await;
+    let (status, _) = b.get_json("/v1/providers/xyz").await;
     assert_eq!(status, 400);
 
-    let (_, peers) = b.get("/v1/peers").await;
+    let (_, peers) = b.get_json("/v1/peers").await;
     let peer = peers
         .as_array()
         .unwrap()
@@ -317,9 +289,13 @@ async fn two_daemons_connect_find_providers_and_disconnect() {
         .clone();
     assert_eq!(peer["connections"][0]["direction"], "outbound");
     assert_eq!(peer["connections"][0]["transport"], "tcp");
-    let (status, _) = b.post("/v1/disconnect", json!({"peer_id": a_id})).await;
+    let (status, _) = b
+        .post_json("/v1/disconnect", json!({"peer_id": a_id}))
+        .await;
     assert_eq!(status, 204);
-    let (status, _) = b.post("/v1/disconnect", json!({"peer_id": "nope"})).await;
+    let (status, _) = b
+        .post_json("/v1/disconnect", json!({"peer_id": "nope"}))
+        .await;
     assert_eq!(status, 400);
 
     let home = b.daemon.node().home().clone();
@@ -342,8 +318,8 @@ async fn shutdown_leaves_no_task_behind() {
     let metrics = tokio::runtime::Handle::current().metrics();
     let before = metrics.num_alive_tasks();
     let d = start().await;
-    assert_eq!(d.get("/v1/status").await.0, 200);
-    assert_eq!(d.get("/v1/peers").await.0, 200);
+    assert_eq!(d.get_json("/v1/status").await.0, 200);
+    assert_eq!(d.get_json("/v1/peers").await.0, 200);
     assert!(metrics.num_alive_tasks() > before);
     d.daemon.shutdown().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -361,19 +337,21 @@ async fn shutdown_leaves_no_task_behind() {
 async fn downloads_start_report_progress_and_finish() {
     let a = start().await;
     let b = start().await;
-    let file = a._dir.path().join("movie.bin");
+    let file = a.dir.path().join("movie.bin");
     let bytes: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&file, &bytes).unwrap();
-    let added = a.post("/v1/add", json!({"path": file})).await.1;
+    let added = a.post_json("/v1/add", json!({"path": file})).await.1;
     let ticket = added["ticket"].as_str().unwrap();
     let id = added["id"].as_str().unwrap();
 
-    let (status, body) = b.post("/v1/downloads", json!({"ticket": ticket})).await;
+    let (status, body) = b
+        .post_json("/v1/downloads", json!({"ticket": ticket}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["id"], id);
     let mut last = Value::Null;
     for _ in 0..100 {
-        last = b.get(&format!("/v1/downloads/{id}")).await.1;
+        last = b.get_json(&format!("/v1/downloads/{id}")).await.1;
         if last["state"] == "done" || last["state"] == "failed" {
             break;
         }
@@ -388,7 +366,7 @@ async fn downloads_start_report_progress_and_finish() {
             .iter()
             .any(|s| s["useful_bytes"].as_u64() > Some(0))
     );
-    let (_, list) = b.get("/v1/downloads").await;
+    let (_, list) = b.get_json("/v1/downloads").await;
     assert!(list.as_array().unwrap().iter().any(|d| d["id"] == id));
     // the download is in b's store, tagged, and verified
     let hash: spore_core::Hash = id.parse().unwrap();
@@ -414,12 +392,14 @@ async fn downloads_start_report_progress_and_finish() {
     );
 
     let (status, _) = b
-        .post("/v1/downloads", json!({"ticket": "spore1garbage"}))
+        .post_json("/v1/downloads", json!({"ticket": "spore1garbage"}))
         .await;
     assert_eq!(status, 400);
     // a plain file's id announced as a collection: its "manifest" is refused
     let collection = Ticket::new(spore_core::ContentKind::Collection, hash).to_string();
-    let (status, body) = b.post("/v1/downloads", json!({"ticket": collection})).await;
+    let (status, body) = b
+        .post_json("/v1/downloads", json!({"ticket": collection}))
+        .await;
     assert_eq!(
         (status, body["kind"].as_str()),
         (200, Some("collection")),
@@ -432,7 +412,7 @@ async fn downloads_start_report_progress_and_finish() {
         "{last}"
     );
     let missing = "0".repeat(64);
-    assert_eq!(b.get(&format!("/v1/downloads/{missing}")).await.0, 404);
+    assert_eq!(b.get_json(&format!("/v1/downloads/{missing}")).await.0, 404);
     let (status, body) = call(
         "DELETE",
         format!("{}/v1/downloads/{missing}", b.base),
@@ -457,7 +437,7 @@ async fn downloads_start_report_progress_and_finish() {
 }
 
 impl TestDaemon {
-    async fn delete(&self, path: &str) -> (u16, Value) {
+    async fn delete_json(&self, path: &str) -> (u16, Value) {
         call("DELETE", format!("{}{path}", self.base), self.auth(), None).await
     }
 }
@@ -466,7 +446,7 @@ impl TestDaemon {
 async fn wait_finished(d: &TestDaemon, id: &str) -> Value {
     let mut last = Value::Null;
     for _ in 0..600 {
-        last = d.get(&format!("/v1/downloads/{id}")).await.1;
+        last = d.get_json(&format!("/v1/downloads/{id}")).await.1;
         if last["state"] == "done" || last["state"] == "failed" {
             break;
         }
@@ -479,7 +459,7 @@ async fn wait_finished(d: &TestDaemon, id: &str) -> Value {
 async fn wait_bytes(d: &TestDaemon, id: &str, bytes: u64) -> Value {
     let mut last = Value::Null;
     for _ in 0..600 {
-        last = d.get(&format!("/v1/downloads/{id}")).await.1;
+        last = d.get_json(&format!("/v1/downloads/{id}")).await.1;
         if last["verified_bytes"].as_u64().unwrap_or(0) >= bytes {
             break;
         }
@@ -490,21 +470,27 @@ async fn wait_bytes(d: &TestDaemon, id: &str, bytes: u64) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn downloads_pause_resume_and_cancel() {
-    let a = start_with(3_000_000).await;
+    let a = start_with(|config| {
+        quick_discovery(config);
+        config.transfer.max_upload = 3_000_000;
+    })
+    .await;
     let b = start().await;
-    let file = a._dir.path().join("big.bin");
+    let file = a.dir.path().join("big.bin");
     let bytes: Vec<u8> = (0..12_000_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(&file, &bytes).unwrap();
-    let added = a.post("/v1/add", json!({"path": file})).await.1;
+    let added = a.post_json("/v1/add", json!({"path": file})).await.1;
     let ticket = added["ticket"].as_str().unwrap();
     let id = added["id"].as_str().unwrap();
     let hash: spore_core::Hash = id.parse().unwrap();
 
-    let (status, body) = b.post("/v1/downloads", json!({"ticket": ticket})).await;
+    let (status, body) = b
+        .post_json("/v1/downloads", json!({"ticket": ticket}))
+        .await;
     assert_eq!(status, 200, "{body}");
     wait_bytes(&b, id, 3_000_000).await;
     let (status, paused) = b
-        .post(&format!("/v1/downloads/{id}/pause"), json!({}))
+        .post_json(&format!("/v1/downloads/{id}/pause"), json!({}))
         .await;
     assert_eq!(
         (status, paused["state"].as_str()),
@@ -519,17 +505,17 @@ async fn downloads_pause_resume_and_cancel() {
         matches!(record.state, spore_store::BlobState::Partial(ref bits) if bits.count_ones() > 0)
     );
     let (status, body) = b
-        .post(&format!("/v1/downloads/{id}/pause"), json!({}))
+        .post_json(&format!("/v1/downloads/{id}/pause"), json!({}))
         .await;
     assert_eq!(status, 200, "pausing twice is harmless: {body}");
 
     let uploaded = a.daemon.node().transfer().upload_stats().total;
     let (status, resumed) = b
-        .post(&format!("/v1/downloads/{id}/resume"), json!({}))
+        .post_json(&format!("/v1/downloads/{id}/resume"), json!({}))
         .await;
     assert_eq!(status, 200, "{resumed}");
     let (status, body) = b
-        .post(&format!("/v1/downloads/{id}/resume"), json!({}))
+        .post_json(&format!("/v1/downloads/{id}/resume"), json!({}))
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -556,31 +542,31 @@ async fn downloads_pause_resume_and_cancel() {
     );
 
     // cancel: a second file, stopped halfway, leaves nothing behind
-    let file2 = a._dir.path().join("big2.bin");
+    let file2 = a.dir.path().join("big2.bin");
     let bytes2: Vec<u8> = (0..12_000_000u32).map(|i| (i % 241) as u8).collect();
     std::fs::write(&file2, &bytes2).unwrap();
-    let added2 = a.post("/v1/add", json!({"path": file2})).await.1;
+    let added2 = a.post_json("/v1/add", json!({"path": file2})).await.1;
     let id2 = added2["id"].as_str().unwrap();
     let hash2: spore_core::Hash = id2.parse().unwrap();
-    b.post("/v1/downloads", json!({"ticket": added2["ticket"]}))
+    b.post_json("/v1/downloads", json!({"ticket": added2["ticket"]}))
         .await;
     wait_bytes(&b, id2, 1_000_000).await;
-    let (status, _) = b.delete(&format!("/v1/downloads/{id2}")).await;
+    let (status, _) = b.delete_json(&format!("/v1/downloads/{id2}")).await;
     assert_eq!(status, 204);
-    assert_eq!(b.get(&format!("/v1/downloads/{id2}")).await.0, 404);
+    assert_eq!(b.get_json(&format!("/v1/downloads/{id2}")).await.0, 404);
     assert!(
         b.daemon.node().store().get(&hash2).unwrap().is_none(),
         "partial data dropped"
     );
     let (status, body) = b
-        .post(&format!("/v1/downloads/{id2}/pause"), json!({}))
+        .post_json(&format!("/v1/downloads/{id2}/pause"), json!({}))
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
 
-    let openapi = b.get("/v1/openapi.json").await.1;
+    let openapi = b.get_json("/v1/openapi.json").await.1;
     assert!(openapi["paths"]["/v1/downloads/{id}/pause"]["post"].is_object());
     assert!(openapi["paths"]["/v1/downloads/{id}/resume"]["post"].is_object());
     b.daemon.shutdown().await;
@@ -591,25 +577,25 @@ async fn downloads_pause_resume_and_cancel() {
 async fn a_collection_downloads_through_the_api_into_a_directory() {
     let a = start().await;
     let b = start().await;
-    let tree = a._dir.path().join("album");
+    let tree = a.dir.path().join("album");
     std::fs::create_dir_all(tree.join("disc1/extras")).unwrap();
     std::fs::write(tree.join("disc1/track1.flac"), vec![7u8; 300_000]).unwrap();
     std::fs::write(tree.join("disc1/extras/notes.txt"), b"liner notes").unwrap();
     std::fs::write(tree.join("cover.jpg"), vec![9u8; 50_000]).unwrap();
-    let added = a.post("/v1/add", json!({"path": tree})).await.1;
+    let added = a.post_json("/v1/add", json!({"path": tree})).await.1;
     assert_eq!(added["kind"], "collection", "{added}");
     let id = added["id"].as_str().unwrap();
 
-    let dest = b._dir.path().join("downloads/album");
+    let dest = b.dir.path().join("downloads/album");
     let (status, body) = b
-        .post(
+        .post_json(
             "/v1/downloads",
             json!({"ticket": added["ticket"], "dest": "relative/dir"}),
         )
         .await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = b
-        .post(
+        .post_json(
             "/v1/downloads",
             json!({"ticket": added["ticket"], "dest": dest}),
         )
@@ -637,15 +623,15 @@ async fn a_collection_downloads_through_the_api_into_a_directory() {
 
     // A bare id says nothing of its kind: `kind` does (a ticket's own wins).
     let (status, body) = b
-        .post(
+        .post_json(
             "/v1/downloads",
             json!({"ticket": added["ticket"], "kind": "blob"}),
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    let again = b._dir.path().join("downloads/again");
+    let again = b.dir.path().join("downloads/again");
     let (status, body) = b
-        .post(
+        .post_json(
             "/v1/downloads",
             json!({"ticket": id, "kind": "collection", "dest": again}),
         )

@@ -2,20 +2,15 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
-use std::{io::Read, time::Duration};
+mod common;
 
-use spore_http::Daemon;
-use spore_node::{Home, NodeConfig};
-use tempfile::TempDir;
+use std::io::Read;
+
+use common::TestDaemon;
 
 /// Status, content type and the whole body (the stream ends with `done`).
 fn get(base: &str, token: &str, path: &str) -> (u16, String, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let mut r = agent
+    let mut r = common::agent()
         .get(format!("{base}{path}"))
         .header("Authorization", format!("Bearer {token}"))
         .call()
@@ -32,19 +27,12 @@ fn get(base: &str, token: &str, path: &str) -> (u16, String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn search_streams_server_sent_events_and_refuses_bad_queries() {
-    let dir = TempDir::new().unwrap();
-    let home = Home::under(dir.path());
-    let mut config = NodeConfig::load(&home).unwrap();
-    let files = (
-        config.net.identity_file.clone(),
-        config.net.address_book_file.clone(),
-    );
-    config.net = spore_net::NetConfig::for_tests();
-    (config.net.identity_file, config.net.address_book_file) = files;
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    let daemon = Daemon::start(home.clone(), config).await.unwrap();
-    let base = format!("http://{}", daemon.api_addr());
-    let token = spore_node::api_token(&home).unwrap();
+    let TestDaemon {
+        daemon,
+        base,
+        token,
+        dir,
+    } = common::start().await;
 
     let file = dir.path().join("narwhal tusks 4k.mkv");
     std::fs::write(&file, b"narwhal video").unwrap();

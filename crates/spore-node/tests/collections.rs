@@ -3,85 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
-use std::{path::Path, sync::Arc, time::Duration};
+mod common;
 
+use std::{path::Path, time::Duration};
+
+use common::{MIB, data, fast, limited, provider, seed_with, start, wait, wait_for_bytes};
 use spore_core::{Collection, CollectionEntry, ContentKind, GROUP_SIZE, Hash, RelativePath};
-use spore_net::{CancellationToken, Multiaddr, NetConfig, PeerId};
-use spore_node::{
-    Home, Node, NodeConfig,
-    transfer::{DownloadHandle, DownloadRequest, DownloadState, Progress, TransferConfig},
-};
+use spore_net::{Multiaddr, PeerId};
+use spore_node::transfer::{DownloadRequest, DownloadState};
 use spore_store::{BlobState, ImportMode};
 use tempfile::TempDir;
-
-const MIB: u64 = 1024 * 1024;
-
-struct TestNode {
-    node: Arc<Node>,
-    _dir: TempDir,
-}
-
-async fn start(transfer: TransferConfig) -> TestNode {
-    let dir = TempDir::new().unwrap();
-    let home = Home::under(dir.path());
-    let mut config = NodeConfig::load(&home).unwrap();
-    let files = (
-        config.net.identity_file.clone(),
-        config.net.address_book_file.clone(),
-    );
-    config.net = NetConfig::for_tests();
-    (config.net.identity_file, config.net.address_book_file) = files;
-    config.transfer = transfer;
-    let node = Node::start(home, config, CancellationToken::new())
-        .await
-        .unwrap();
-    TestNode { node, _dir: dir }
-}
-
-fn config(max_upload: u64) -> TransferConfig {
-    TransferConfig {
-        max_upload,
-        discovery_interval_secs: 1,
-        ..TransferConfig::default()
-    }
-}
-
-async fn provider(n: &TestNode) -> (PeerId, Vec<Multiaddr>) {
-    (
-        n.node.net().local_peer_id(),
-        n.node.net().listen_addrs().await.unwrap(),
-    )
-}
-
-fn data(len: u64, seed: u8) -> Vec<u8> {
-    let mut out = vec![0u8; len as usize];
-    blake3::Hasher::new()
-        .update(&[seed])
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
-
-async fn wait(handle: &DownloadHandle, secs: u64) -> Progress {
-    tokio::time::timeout(Duration::from_secs(secs), handle.wait())
-        .await
-        .unwrap_or_else(|_| panic!("download timed out: {:?}", handle.progress()))
-        .unwrap()
-}
-
-async fn wait_for_bytes(handle: &DownloadHandle, bytes: u64) {
-    let mut rx = handle.subscribe();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if rx.borrow_and_update().verified_bytes >= bytes {
-                return;
-            }
-            rx.changed().await.unwrap();
-        }
-    })
-    .await
-    .unwrap();
-}
 
 fn request(hash: Hash, kind: ContentKind, from: (PeerId, Vec<Multiaddr>)) -> DownloadRequest {
     DownloadRequest::new(hash, kind, vec![from])
@@ -108,7 +39,7 @@ fn make_tree(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collection_downloads_with_its_tree() {
-    let seed = start(config(0)).await;
+    let seed = start(fast()).await;
     let src = TempDir::new().unwrap();
     let files = make_tree(src.path());
     let store = seed.node.store().clone();
@@ -119,7 +50,7 @@ async fn a_collection_downloads_with_its_tree() {
         .unwrap();
     assert_eq!(added.kind, ContentKind::Collection);
 
-    let leecher = start(config(0)).await;
+    let leecher = start(fast()).await;
     let out = TempDir::new().unwrap();
     let dest = out.path().join("tree");
     let mut req = request(added.hash, ContentKind::Collection, provider(&seed).await);
@@ -203,8 +134,8 @@ fn hostile_manifest(hostile: &str, content: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_manifest_paths_are_refused_and_nothing_is_written() {
-    let seed = start(config(0)).await;
-    let leecher = start(config(0)).await;
+    let seed = start(fast()).await;
+    let leecher = start(fast()).await;
     let out = TempDir::new().unwrap();
     let content = b"owned".to_vec();
     let escape = out.path().join("escaped");
@@ -278,13 +209,9 @@ async fn hostile_manifest_paths_are_refused_and_nothing_is_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_keeps_verified_groups_and_resume_fetches_only_the_rest() {
     let content = data(12 * MIB, 7);
-    let seed = start(config(3 * MIB)).await;
-    let store = seed.node.store().clone();
-    let c = content.clone();
-    let hash = tokio::task::spawn_blocking(move || store.add_bytes(&c, "big").unwrap().hash)
-        .await
-        .unwrap();
-    let leecher = start(config(0)).await;
+    let seed = start(limited(3 * MIB)).await;
+    let hash = seed_with(&seed, &content).await;
+    let leecher = start(fast()).await;
     let transfer = leecher.node.transfer().clone();
     let handle = leecher.node.download(hash, vec![provider(&seed).await]);
     wait_for_bytes(&handle, 4 * MIB).await;
@@ -336,13 +263,9 @@ async fn pause_keeps_verified_groups_and_resume_fetches_only_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_drops_the_partial_data_and_forgets_the_download() {
     let content = data(12 * MIB, 8);
-    let seed = start(config(3 * MIB)).await;
-    let store = seed.node.store().clone();
-    let c = content.clone();
-    let hash = tokio::task::spawn_blocking(move || store.add_bytes(&c, "big").unwrap().hash)
-        .await
-        .unwrap();
-    let leecher = start(config(0)).await;
+    let seed = start(limited(3 * MIB)).await;
+    let hash = seed_with(&seed, &content).await;
+    let leecher = start(fast()).await;
     let transfer = leecher.node.transfer().clone();
     let handle = leecher.node.download(hash, vec![provider(&seed).await]);
     wait_for_bytes(&handle, 2 * MIB).await;
@@ -361,7 +284,7 @@ async fn cancel_drops_the_partial_data_and_forgets_the_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collection_pauses_and_resumes() {
-    let seed = start(config(4 * MIB)).await;
+    let seed = start(limited(4 * MIB)).await;
     let src = TempDir::new().unwrap();
     let files: Vec<(String, Vec<u8>)> = (0..6)
         .map(|i| (format!("d{}/f{i}", i % 2), data(2 * MIB, 20 + i as u8)))
@@ -377,7 +300,7 @@ async fn a_collection_pauses_and_resumes() {
             .await
             .unwrap()
             .unwrap();
-    let leecher = start(config(0)).await;
+    let leecher = start(fast()).await;
     let transfer = leecher.node.transfer().clone();
     let handle = leecher.node.start_download(request(
         added.hash,

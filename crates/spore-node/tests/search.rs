@@ -3,15 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
-use std::{sync::Arc, time::Duration};
+mod common;
 
+use std::time::Duration;
+
+use common::TestNode;
 use futures::AsyncWriteExt;
 use spore_core::Hash;
 use spore_net::{CancellationToken, Multiaddr, NetConfig, NetNode};
-use spore_node::{
-    Home, Node, NodeConfig,
-    search::{SearchConfig, SearchEvent, SearchHit, SearchRequest},
-};
+use spore_node::search::{SearchConfig, SearchEvent, SearchHit, SearchRequest};
 use spore_search::{
     Filters, Media,
     dht::{self, KeywordRecord},
@@ -19,30 +19,15 @@ use spore_search::{
 };
 use tempfile::TempDir;
 
-struct TestNode {
-    node: Arc<Node>,
-    _dir: TempDir,
-}
-
 async fn start() -> TestNode {
-    let dir = TempDir::new().unwrap();
-    let home = Home::under(dir.path());
-    let mut config = NodeConfig::load(&home).unwrap();
-    let files = (
-        config.net.identity_file.clone(),
-        config.net.address_book_file.clone(),
-    );
-    config.net = NetConfig::for_tests();
-    (config.net.identity_file, config.net.address_book_file) = files;
-    config.search = SearchConfig {
-        filter_interval_secs: 1,
-        reindex_interval_secs: 5,
-        ..SearchConfig::default()
-    };
-    let node = Node::start(home, config, CancellationToken::new())
-        .await
-        .unwrap();
-    TestNode { node, _dir: dir }
+    common::start_with(TempDir::new().unwrap(), |config| {
+        config.search = SearchConfig {
+            filter_interval_secs: 1,
+            reindex_interval_secs: 5,
+            ..SearchConfig::default()
+        };
+    })
+    .await
 }
 
 async fn addr(n: &TestNode) -> Multiaddr {

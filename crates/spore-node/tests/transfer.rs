@@ -2,123 +2,20 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
-use std::{sync::Arc, time::Duration};
+mod common;
 
+use std::time::Duration;
+
+use common::{
+    MIB, TestNode, assert_stored, data, fast, limited, provider, seed_with, start, start_in, wait,
+    wait_for_bytes,
+};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use spore_core::{GROUP_SIZE, Hash, group_count};
 use spore_net::{CancellationToken, Multiaddr, NetConfig, NetNode, PeerId};
-use spore_node::{
-    Home, Node, NodeConfig,
-    transfer::{DownloadHandle, Progress, TransferConfig},
-};
+use spore_node::transfer::TransferConfig;
 use spore_store::{ChunkNum, ChunkRanges, Store};
 use spore_transfer::wire::{self, DataWriter, Decoder, Hello, Message, Status};
-use tempfile::TempDir;
-
-const MIB: u64 = 1024 * 1024;
-
-struct TestNode {
-    node: Arc<Node>,
-    dir: TempDir,
-}
-
-async fn start_in(dir: TempDir, transfer: TransferConfig) -> TestNode {
-    let home = Home::under(dir.path());
-    let mut config = NodeConfig::load(&home).unwrap();
-    let files = (
-        config.net.identity_file.clone(),
-        config.net.address_book_file.clone(),
-    );
-    config.net = NetConfig::for_tests();
-    (config.net.identity_file, config.net.address_book_file) = files;
-    config.transfer = transfer;
-    let node = Node::start(home, config, CancellationToken::new())
-        .await
-        .unwrap();
-    TestNode { node, dir }
-}
-
-async fn start(transfer: TransferConfig) -> TestNode {
-    start_in(TempDir::new().unwrap(), transfer).await
-}
-
-fn limited(bytes_per_sec: u64) -> TransferConfig {
-    TransferConfig {
-        max_upload: bytes_per_sec,
-        discovery_interval_secs: 1,
-        ..TransferConfig::default()
-    }
-}
-
-fn fast() -> TransferConfig {
-    TransferConfig {
-        discovery_interval_secs: 1,
-        ..TransferConfig::default()
-    }
-}
-
-async fn provider(n: &TestNode) -> (PeerId, Vec<Multiaddr>) {
-    (
-        n.node.net().local_peer_id(),
-        n.node.net().listen_addrs().await.unwrap(),
-    )
-}
-
-/// Deterministic pseudo-random bytes.
-fn data(len: u64, seed: u8) -> Vec<u8> {
-    let mut out = vec![0u8; len as usize];
-    blake3::Hasher::new()
-        .update(&[seed])
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
-
-async fn seed_with(n: &TestNode, bytes: &[u8]) -> Hash {
-    let store = n.node.store().clone();
-    let bytes = bytes.to_vec();
-    let added = tokio::task::spawn_blocking(move || store.add_bytes(&bytes, "blob"))
-        .await
-        .unwrap()
-        .unwrap();
-    added.hash
-}
-
-async fn wait(handle: &DownloadHandle, secs: u64) -> Progress {
-    tokio::time::timeout(Duration::from_secs(secs), handle.wait())
-        .await
-        .unwrap_or_else(|_| panic!("download timed out: {:?}", handle.progress()))
-        .unwrap()
-}
-
-async fn assert_stored(n: &TestNode, hash: Hash, expected: &[u8]) {
-    let store = n.node.store().clone();
-    let (complete, bytes) = tokio::task::spawn_blocking(move || {
-        (
-            store.has_complete(&hash).unwrap(),
-            store.blob(&hash).unwrap().read_all().unwrap(),
-        )
-    })
-    .await
-    .unwrap();
-    assert!(complete, "the blob is complete in the store");
-    assert!(bytes == expected, "content differs");
-}
-
-/// Waits until at least `bytes` are verified.
-async fn wait_for_bytes(handle: &DownloadHandle, bytes: u64) {
-    let mut rx = handle.subscribe();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if rx.borrow_and_update().verified_bytes >= bytes {
-                return;
-            }
-            rx.changed().await.unwrap();
-        }
-    })
-    .await
-    .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_seed_one_leecher() {

@@ -23,7 +23,7 @@ use spore_store::{BlobState, Store, StoreError, Tag};
 use tokio::sync::watch;
 
 use super::{
-    DownloadHandle, DownloadRequest, DownloadState, Progress, SourceProgress, Transfer, lock,
+    DownloadHandle, DownloadRequest, DownloadState, Keep, Progress, SourceProgress, Transfer, lock,
 };
 
 /// Member blobs downloaded at once (each uses many sources itself).
@@ -124,7 +124,7 @@ impl Run {
         let manifest = self.transfer.download(DownloadRequest {
             kind: ContentKind::Collection,
             dest: None,
-            member: true,
+            keep: Keep::Untagged,
             ..self.request.clone()
         });
         self.members.push(manifest.clone());
@@ -252,7 +252,7 @@ impl Run {
                     providers: providers.clone(),
                     discover: self.request.discover,
                     dest: None,
-                    member: true,
+                    keep: Keep::Untagged,
                 });
                 self.members.push(handle.clone());
                 running.push((m, handle));

@@ -34,7 +34,7 @@ use tokio::{
 };
 
 use super::{
-    DownloadRequest, DownloadState, Progress, Shared, SourceProgress, lock, seed,
+    DownloadRequest, DownloadState, Keep, Progress, Shared, SourceProgress, lock, seed,
     stream_io::{self, FrameError},
 };
 
@@ -217,7 +217,7 @@ pub(super) async fn run(
         hash,
         kind: request.kind,
         discover: request.discover,
-        tag: !request.member,
+        tag: request.keep == Keep::Tagged,
         sessions_cancel: cancel.child_token(),
         cancel,
         sources: HashMap::new(),

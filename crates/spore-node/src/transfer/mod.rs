@@ -100,9 +100,23 @@ pub struct DownloadRequest {
     /// Once complete, write the blob to this file, or the collection's files
     /// under this directory (never outside it, never over an existing file).
     pub dest: Option<PathBuf>,
-    /// A part of a collection download: not listed on its own and not tagged
-    /// (the collection's tag keeps it from garbage collection).
-    pub member: bool,
+    /// Whether the download is the user's, or one blob that something else
+    /// keeps.
+    pub keep: Keep,
+}
+
+/// Who keeps what a download fetches (see the invariant that only what the
+/// user asked for is tagged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The user's download: listed, and tagged once complete so that garbage
+    /// collection keeps it. A collection is fetched whole: its manifest, then
+    /// every file.
+    Tagged,
+    /// One blob, not listed and not tagged (for a collection, only its
+    /// manifest): a part of a collection download, which the collection's
+    /// tag keeps, or a manifest the gateway reads.
+    Untagged,
 }
 
 impl DownloadRequest {
@@ -114,7 +128,7 @@ impl DownloadRequest {
             providers,
             discover: true,
             dest: None,
-            member: false,
+            keep: Keep::Tagged,
         }
     }
 }
@@ -453,7 +467,7 @@ impl Transfer {
 
     /// Starts downloading (or joins the download already running for the hash).
     pub fn download(&self, request: DownloadRequest) -> DownloadHandle {
-        if request.kind == ContentKind::Collection && !request.member {
+        if request.kind == ContentKind::Collection && request.keep == Keep::Tagged {
             return self.download_collection(request);
         }
         let mut downloads = lock(&self.shared.downloads);
@@ -480,7 +494,7 @@ impl Transfer {
         // while downloading, upload slots go to the peers that upload to us fastest
         lock(&self.shared.choker).set_downloading(true);
         drop(downloads);
-        if !request.member {
+        if request.keep == Keep::Tagged {
             self.remember(&handle);
         }
         let task = fetch::run(
