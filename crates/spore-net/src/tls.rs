@@ -290,12 +290,19 @@ enum Refusal {
     CertificateCount(usize),
     #[error("not a valid libp2p certificate: {0}")]
     NotLibp2p(#[from] certificate::ParseError),
-    #[error("dialed {expected}, but the certificate is {actual}'s")]
-    WrongPeer { expected: PeerId, actual: PeerId },
+    /// Boxed: two peer ids would make every `Result` carrying this large.
+    #[error("dialed {}, but the certificate is {}'s", .0.expected, .0.actual)]
+    WrongPeer(Box<PeerMismatch>),
     #[error("the handshake signature is not the certificate key's: {0}")]
     Signature(#[from] certificate::VerificationError),
     #[error("TLS 1.2 is never negotiated by libp2p")]
     Tls12,
+}
+
+#[derive(Debug)]
+struct PeerMismatch {
+    expected: PeerId,
+    actual: PeerId,
 }
 
 impl From<Refusal> for rustls::Error {
@@ -355,7 +362,7 @@ impl ServerCertVerifier for ServerCheck {
         let actual = presented_peer(end_entity, intermediates)?;
         match self.expected_server {
             Some(expected) if expected != actual => {
-                Err(Refusal::WrongPeer { expected, actual }.into())
+                Err(Refusal::WrongPeer(Box::new(PeerMismatch { expected, actual })).into())
             }
             _ => Ok(ServerCertVerified::assertion()),
         }
