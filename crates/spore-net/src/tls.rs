@@ -168,7 +168,11 @@ impl Config {
             .with_client_cert_verifier(Arc::new(ClientCheck))
             .with_cert_resolver(own);
         server.alpn_protocols = vec![ALPN.to_vec()];
+        // Our order, not the dialer's: stock libp2p-tls dialers list ChaCha20
+        // first and would otherwise get it.
         server.ignore_client_order = true;
+        // No tickets or session cache: resumption would skip the client
+        // certificate check on the next connection.
         server.session_storage = Arc::new(NoServerSessionStorage {});
         server.send_tls13_tickets = 0;
 
