@@ -12,13 +12,14 @@ use libp2p::{
     identity::Keypair,
     kad, mdns, noise, ping, relay, rendezvous,
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
-    tcp, tls, yamux,
+    tcp, yamux,
 };
 
 use crate::{
     config::NetConfig,
     ip_limit,
     store::{Limits, ProviderStore},
+    tls,
 };
 
 /// Kademlia protocol id: our own, never the IPFS default, so spore's DHT is
@@ -147,8 +148,9 @@ fn behaviour(
     })
 }
 
-/// Builds the swarm: TCP (TLS offered before Noise, then Yamux), QUIC, DNS,
-/// the relay client transport, and the behaviour above.
+/// Builds the swarm: TCP (our TLS upgrade, which prefers AES-GCM, offered
+/// before Noise; then Yamux), QUIC, DNS, the relay client transport (same
+/// security choice), and the behaviour above.
 pub(crate) fn build_swarm(key: Keypair, cfg: &NetConfig) -> Result<Swarm<Behaviour>, BuildError> {
     let idle = Duration::from_secs(cfg.idle_connection_timeout_secs.max(1));
     let t = |e: &dyn std::fmt::Display| BuildError::Transport(e.to_string());

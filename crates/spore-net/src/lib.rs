@@ -3,7 +3,7 @@
 //! One task owns the libp2p Swarm ([`NetNode::start`]); everything else talks
 //! to it through a cloneable [`NetHandle`] (bounded command queue, a oneshot
 //! reply per command, a timeout on every call) and listens to [`NetEvent`]s
-//! on a bounded broadcast. The swarm speaks TCP (TLS, then Noise; Yamux) and
+//! on a bounded broadcast. The swarm speaks TCP (TLS preferring AES-GCM, then Noise; Yamux) and
 //! QUIC, identify, ping, Kademlia on `/spore/kad/1.0.0`, mDNS, rendezvous,
 //! relay v2, DCUtR, AutoNAT v2, and raw streams (libp2p-stream) for bulk data.
 //!
@@ -25,6 +25,7 @@ mod lan;
 mod mdns;
 pub mod multi_value;
 pub mod store;
+mod tls;
 mod types;
 
 pub use behaviour::{
