@@ -3,7 +3,7 @@
 //! Prints lookup latency (ms and Kademlia requests until the first provider,
 //! p50/p99), success rate, and RSS per idle node.
 //!
-//! `cargo run --release -p spore-net --example dht_bench -- --nodes 100,500 [--processes 4] [--lookups 300] [--keys 50] [--phase-timeout 600]`
+//! `cargo run --release -p spore-net --example dht_bench -- --nodes 100,500 [--processes 4] [--lookups 300] [--keys 50] [--phase-timeout 600] [--idle-timeout 10]`
 //!
 //! The nodes are spread over `--processes` OS processes (children of this
 //! one, running this same binary with `--child`), because one process
@@ -58,14 +58,15 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn bench_config() -> NetConfig {
+fn bench_config(idle_timeout_secs: u64) -> NetConfig {
     NetConfig {
         max_connections: 1024,
         // Several processes join at once, all through the first node.
         max_pending_incoming: 512,
-        // Idle connections close (libp2p's default), as in a real network;
-        // longer timeouts keep hundreds of sockets per process open.
-        idle_connection_timeout_secs: 10,
+        // Idle connections close (10 s by default, libp2p's default), as in
+        // a real network; longer timeouts keep hundreds of sockets per
+        // process open.
+        idle_connection_timeout_secs: idle_timeout_secs,
         kad_query_timeout_secs: 10,
         ..NetConfig::for_tests()
     }
@@ -98,8 +99,16 @@ fn main() {
     let keys = args.parse_or("--keys", 50usize).max(1);
     let processes = args.parse_or("--processes", 1usize).max(1);
     let phase_timeout = Duration::from_secs(args.parse_or("--phase-timeout", 600u64).max(10));
+    let idle_timeout = args.parse_or("--idle-timeout", 10u64).max(1);
     for n in args.sizes("100,500") {
-        if let Err(e) = parent::run(n, processes.min(n / 2).max(1), lookups, keys, phase_timeout) {
+        if let Err(e) = parent::run(
+            n,
+            processes.min(n / 2).max(1),
+            lookups,
+            keys,
+            phase_timeout,
+            idle_timeout,
+        ) {
             println!("== {n} nodes: FAILED: {e} ==");
         }
     }
@@ -115,6 +124,7 @@ mod parent {
         lines: mpsc::Receiver<(usize, String)>,
         lines_tx: mpsc::SyncSender<(usize, String)>,
         timeout: Duration,
+        idle_timeout: u64,
     }
 
     impl Children {
@@ -134,6 +144,8 @@ mod parent {
                 &count.to_string(),
                 "--total",
                 &n.to_string(),
+                "--idle-timeout",
+                &self.idle_timeout.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -218,6 +230,7 @@ mod parent {
         lookups: usize,
         keys: usize,
         timeout: Duration,
+        idle_timeout: u64,
     ) -> Result<(), String> {
         let t0 = Instant::now();
         let (lines_tx, lines) = mpsc::sync_channel(4096);
@@ -227,6 +240,7 @@ mod parent {
             lines,
             lines_tx,
             timeout,
+            idle_timeout,
         };
         let share = |i: usize| n / processes + usize::from(i < n % processes);
         kids.spawn(0, share(0), n, None)?;
@@ -384,6 +398,7 @@ mod child {
         let index: usize = args.parse_or("--child", 0);
         let count: usize = args.parse_or("--count", 1usize).max(1);
         let total: usize = args.parse_or("--total", count);
+        let idle_timeout: u64 = args.parse_or("--idle-timeout", 10u64).max(1);
         let mut rng = Rng(0x5eed_0000 + (total as u64) * 1000 + index as u64);
         let mut out = tokio::io::stdout();
         let rss0 = rss_bytes();
@@ -394,7 +409,7 @@ mod child {
         let boot_addr: Multiaddr = match args.get("--boot") {
             Some(a) => a.parse().map_err(|e| format!("bad --boot: {e}"))?,
             None => {
-                let boot = NetNode::start(bench_config(), CancellationToken::new())
+                let boot = NetNode::start(bench_config(idle_timeout), CancellationToken::new())
                     .await
                     .map_err(|e| format!("boot node: {e}"))?;
                 let addr = first_addr_of(
@@ -420,7 +435,7 @@ mod child {
             }
             let cfg = NetConfig {
                 bootstrap,
-                ..bench_config()
+                ..bench_config(idle_timeout)
             };
             let node = match NetNode::start(cfg, CancellationToken::new()).await {
                 Ok(node) => node,
