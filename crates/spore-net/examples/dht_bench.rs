@@ -1,21 +1,38 @@
-//! DHT benchmark: N real nodes in one process on 127.0.0.1, joined through
-//! one bootstrap node; keys provided on random nodes, looked up from random
-//! other nodes. Prints lookup latency (ms and Kademlia requests until the
-//! first provider, p50/p99), success rate, and RSS per idle node.
+//! DHT benchmark: N real nodes on 127.0.0.1, joined through one bootstrap
+//! node; keys provided on random nodes, looked up from random other nodes.
+//! Prints lookup latency (ms and Kademlia requests until the first provider,
+//! p50/p99), success rate, and RSS per idle node.
 //!
-//! `cargo run --release -p spore-net --example dht_bench -- --nodes 100,500 [--lookups 300] [--keys 50]`
+//! `cargo run --release -p spore-net --example dht_bench -- --nodes 100,500 [--processes 4] [--lookups 300] [--keys 50] [--phase-timeout 600] [--idle-timeout 10]`
+//!
+//! The nodes are spread over `--processes` OS processes (children of this
+//! one, running this same binary with `--child`), because one process
+//! cannot hold many hundreds of nodes: each needs sockets, and the open-file
+//! limit is per process. The parent only coordinates: it passes the first
+//! node's address to every child, steps them through the phases together
+//! (join, provide, look up, stop) with JSON lines on their stdin and stdout,
+//! and merges what they measured. Lookups cross processes: a child looks up
+//! keys provided by nodes of every child. Every phase has a deadline; a
+//! child that misses it is killed and the size is reported as failed.
 //!
 //! All nodes share this machine's cores, so milliseconds include scheduling
 //! delay; "requests" is the runtime-independent cost of a lookup.
 
+mod common;
+
 use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
     time::{Duration, Instant},
-    vec,
 };
 
+use common::{Args, Rng, percentile};
 use futures::{StreamExt, stream};
+use serde_json::{Value, json};
 use spore_core::Hash;
-use spore_net::{CancellationToken, NetConfig, NetNode, multiaddr::Protocol};
+use spore_net::{CancellationToken, Multiaddr, NetConfig, NetHandle, NetNode, PeerId};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// User + system CPU time of this process, in clock ticks (1/100 s).
 fn cpu_ticks() -> u64 {
@@ -41,266 +58,602 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Cheap deterministic PRNG (xorshift), so runs are repeatable.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-fn pct<T: Copy + Ord>(v: &mut [T], p: f64) -> Option<T> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v.get(i).copied()
-}
-
-fn bench_config() -> NetConfig {
+fn bench_config(idle_timeout_secs: u64) -> NetConfig {
     NetConfig {
         max_connections: 1024,
-        // Idle connections close (libp2p's default), as in a real network;
-        // with hundreds of nodes in one process longer timeouts exhaust the
-        // file descriptor limit (20,000 here).
-        idle_connection_timeout_secs: 10,
+        // Several processes join at once, all through the first node.
+        max_pending_incoming: 512,
+        // Idle connections close (10 s by default, libp2p's default), as in
+        // a real network; longer timeouts keep hundreds of sockets per
+        // process open.
+        idle_connection_timeout_secs: idle_timeout_secs,
         kad_query_timeout_secs: 10,
         ..NetConfig::for_tests()
     }
 }
 
-async fn run(want_nodes: usize, lookups: usize, keys: usize) {
-    let mut n = want_nodes;
-    let mut rng = Rng(0x5eed_0000 + want_nodes as u64);
-    let rss0 = rss_bytes();
-    let t0 = Instant::now();
-    let boot = NetNode::start(bench_config(), CancellationToken::new())
-        .await
-        .expect("boot node");
-    let boot_addr = boot
-        .handle()
-        .listen_addrs()
-        .await
-        .expect("addrs")
-        .remove(0)
-        .with(Protocol::P2p(boot.peer_id()));
-    let mut addrs = vec![boot_addr.clone()];
-    let mut nodes = vec![boot];
-    for _ in 1..n {
-        // The bootstrap node plus one random earlier node, as a real
-        // bootstrap list would spread the load.
-        let other = addrs[rng.below(addrs.len())].clone();
-        let cfg = NetConfig {
-            bootstrap: vec![boot_addr.clone(), other],
-            ..bench_config()
-        };
-        let node = match NetNode::start(cfg, CancellationToken::new()).await {
-            Ok(node) => node,
-            Err(e) => {
-                eprintln!("node {} did not start: {e}; stopping here", nodes.len());
-                break;
-            }
-        };
-        if let Ok(mut a) = node.handle().listen_addrs().await
-            && !a.is_empty()
-        {
-            addrs.push(a.remove(0).with(Protocol::P2p(node.peer_id())));
-        }
-        nodes.push(node);
-    }
-    n = nodes.len();
-    let started = t0.elapsed();
-    // Each node bootstraps by itself once connected to the bootstrap node;
-    // wait (bounded) until every routing table has a useful size, and give
-    // laggards one explicit bootstrap.
-    let want = (n - 1).min(15);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut tables: Vec<usize>;
-    let mut nudged = false;
-    loop {
-        tables = Vec::new();
-        for node in &nodes {
-            tables.push(node.handle().routing_table_size().await.unwrap_or(0));
-        }
-        let low: Vec<usize> = (0..n).filter(|i| tables[*i] < want).collect();
-        if low.is_empty() || Instant::now() >= deadline {
-            break;
-        }
-        if !nudged && t0.elapsed() > started + Duration::from_secs(10) {
-            nudged = true;
-            stream::iter(low.iter().map(|i| nodes[*i].handle().clone()))
-                .for_each_concurrent(32, |h| async move {
-                    let _ = h.bootstrap().await;
-                })
-                .await;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    // Let the join storm (bootstrap lookups, handshakes) settle: all nodes
-    // share two cores, and lookups measured during it measure the CPU queue.
-    let settle_deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let c0 = cpu_ticks();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let busy = (cpu_ticks() - c0) as f64 / 2.0;
-        if busy < 60.0 || Instant::now() >= settle_deadline {
-            break;
-        }
-    }
-    let joined = t0.elapsed();
-    let cpu0 = cpu_ticks();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle_cpu = (cpu_ticks() - cpu0) as f64 / 5.0; // percent of one core
-    let rss_idle = rss_bytes().saturating_sub(rss0);
-
-    // Keys provided by random nodes.
-    let providers: Vec<(Hash, usize)> = (0..keys)
-        .map(|k| {
-            (
-                Hash::of(format!("bench key {n} {k}").as_bytes()),
-                rng.below(n),
-            )
-        })
-        .collect();
-    stream::iter(
-        providers
-            .iter()
-            .map(|(h, i)| (*h, nodes[*i].handle().clone())),
-    )
-    .for_each_concurrent(16, |(h, handle)| async move {
-        let _ = handle.start_providing(h).await;
-    })
-    .await;
-
-    // Lookups from random other nodes.
-    let jobs: Vec<(Hash, usize, usize)> = (0..lookups)
-        .map(|_| {
-            let (h, p) = providers[rng.below(keys)];
-            let mut from = rng.below(n);
-            if from == p {
-                from = (from + 1) % n;
-            }
-            (h, p, from)
-        })
-        .collect();
-    let results: Vec<(bool, Option<Duration>, Option<u32>, u32)> = stream::iter(jobs)
-        .map(|(h, p, from)| {
-            let handle = nodes[from].handle().clone();
-            let want = nodes[p].peer_id();
-            async move {
-                match handle.lookup_providers(h, 1, Duration::from_secs(10)).await {
-                    Ok(l) => (
-                        l.providers.iter().any(|x| x.peer_id == want),
-                        l.stats.time_to_first,
-                        l.stats.requests_to_first,
-                        l.stats.requests,
-                    ),
-                    Err(_) => (false, None, None, 0),
-                }
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let ok = results.iter().filter(|r| r.0).count();
-    let mut ms: Vec<u64> = results
-        .iter()
-        .filter_map(|r| r.1.map(|d| d.as_micros() as u64))
-        .collect();
-    let mut reqs: Vec<u32> = results.iter().filter_map(|r| r.2).collect();
-
-    // Mean ping RTT, to express latency in round trips.
-    let mut rtts = Vec::new();
-    for node in nodes.iter().take(20) {
-        if let Ok(peers) = node.handle().peers().await {
-            rtts.extend(peers.iter().filter_map(|p| p.latency));
-        }
-    }
-    let rtt_us = if rtts.is_empty() {
-        0.0
-    } else {
-        rtts.iter().map(|d| d.as_micros() as f64).sum::<f64>() / rtts.len() as f64
-    };
-
-    let mut t = tables.clone();
-    let t_mid = pct(&mut t, 0.5).unwrap_or(0);
-    let p50 = |v: &mut Vec<u64>| pct(v, 0.5).map_or(f64::NAN, |x| x as f64 / 1000.0);
-    let p99 = |v: &mut Vec<u64>| pct(v, 0.99).map_or(f64::NAN, |x| x as f64 / 1000.0);
-    println!("== {n} nodes ==");
-    println!(
-        "start {:.1}s, joined {:.1}s; routing table size min/p50/max {}/{}/{}",
-        started.as_secs_f64(),
-        joined.as_secs_f64(),
-        t.first().copied().unwrap_or(0),
-        t_mid,
-        t.last().copied().unwrap_or(0)
-    );
-    println!(
-        "lookups {lookups} over {keys} keys: success {ok}/{lookups} ({:.2}%)",
-        100.0 * ok as f64 / lookups.max(1) as f64
-    );
-    println!(
-        "time to first provider: p50 {:.2} ms, p99 {:.2} ms (mean last ping RTT, measured under the same load: {:.2} ms)",
-        p50(&mut ms),
-        p99(&mut ms),
-        rtt_us / 1000.0
-    );
-    println!(
-        "kad requests to first provider: p50 {}, p99 {} (alpha = 3 in flight, so rounds ~ requests/3)",
-        pct(&mut reqs, 0.5).unwrap_or(0),
-        pct(&mut reqs, 0.99).unwrap_or(0)
-    );
-    println!("CPU while idle: {idle_cpu:.0}% of one core for {n} nodes");
-    println!(
-        "RSS: {:.1} MiB for {n} idle nodes = {:.2} MiB per node",
-        rss_idle as f64 / (1 << 20) as f64,
-        rss_idle as f64 / (1 << 20) as f64 / n as f64
-    );
-
-    let t_down = Instant::now();
-    stream::iter(nodes)
-        .for_each_concurrent(64, |n| n.shutdown())
-        .await;
-    println!("shutdown {:.1}s", t_down.elapsed().as_secs_f64());
+fn key_hash(n: usize, k: usize) -> Hash {
+    Hash::of(format!("bench key {n} {k}").as_bytes())
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let sizes: Vec<usize> = arg("--nodes")
-        .unwrap_or_else(|| "100,500".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .filter(|n| *n >= 2)
-        .collect();
-    let lookups = arg("--lookups").and_then(|s| s.parse().ok()).unwrap_or(300);
-    let keys = arg("--keys")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50)
-        .max(1);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start tokio: {e}");
+    let args = Args::from_env();
+    if args.get("--child").is_some() {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("cannot start tokio: {e}");
+                std::process::exit(1);
+            }
+        };
+        if let Err(e) = rt.block_on(child::run(&args)) {
+            eprintln!("child: {e}");
             std::process::exit(1);
         }
-    };
-    for n in sizes {
-        rt.block_on(run(n, lookups, keys));
+        return;
+    }
+    let lookups = args.parse_or("--lookups", 300usize);
+    let keys = args.parse_or("--keys", 50usize).max(1);
+    let processes = args.parse_or("--processes", 1usize).max(1);
+    let phase_timeout = Duration::from_secs(args.parse_or("--phase-timeout", 600u64).max(10));
+    let idle_timeout = args.parse_or("--idle-timeout", 10u64).max(1);
+    for n in args.sizes("100,500") {
+        if let Err(e) = parent::run(
+            n,
+            processes.min(n / 2).max(1),
+            lookups,
+            keys,
+            phase_timeout,
+            idle_timeout,
+        ) {
+            println!("== {n} nodes: FAILED: {e} ==");
+        }
+    }
+}
+
+/// The coordinating process: spawns the children and merges their numbers.
+mod parent {
+    use super::*;
+
+    struct Children {
+        procs: Vec<Child>,
+        stdins: Vec<ChildStdin>,
+        lines: mpsc::Receiver<(usize, String)>,
+        lines_tx: mpsc::SyncSender<(usize, String)>,
+        timeout: Duration,
+        idle_timeout: u64,
+    }
+
+    impl Children {
+        fn spawn(
+            &mut self,
+            index: usize,
+            count: usize,
+            n: usize,
+            boot: Option<&str>,
+        ) -> Result<(), String> {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut cmd = Command::new(exe);
+            cmd.args([
+                "--child",
+                &index.to_string(),
+                "--count",
+                &count.to_string(),
+                "--total",
+                &n.to_string(),
+                "--idle-timeout",
+                &self.idle_timeout.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+            if let Some(boot) = boot {
+                cmd.args(["--boot", boot]);
+            }
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| format!("spawn child {index}: {e}"))?;
+            let stdin = child.stdin.take().ok_or("no child stdin")?;
+            let stdout = child.stdout.take().ok_or("no child stdout")?;
+            let tx = self.lines_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send((index, line)).is_err() {
+                        break;
+                    }
+                }
+            });
+            self.procs.push(child);
+            self.stdins.push(stdin);
+            Ok(())
+        }
+
+        fn send_to(&mut self, index: usize, msg: &Value) -> Result<(), String> {
+            let stdin = self.stdins.get_mut(index).ok_or("no such child")?;
+            writeln!(stdin, "{msg}")
+                .and_then(|()| stdin.flush())
+                .map_err(|e| format!("child {index} stdin: {e}"))
+        }
+
+        /// The next `event` line from each of `from`, within the phase timeout.
+        fn collect(&mut self, event: &str, from: &[usize]) -> Result<Vec<Value>, String> {
+            let deadline = Instant::now() + self.timeout;
+            let mut got: Vec<Option<Value>> = vec![None; self.procs.len()];
+            while from.iter().any(|i| got[*i].is_none()) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let (i, line) = self.lines.recv_timeout(left).map_err(|_| {
+                    format!("no '{event}' from every child within {:?}", self.timeout)
+                })?;
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) if v["event"] == event && from.contains(&i) => got[i] = Some(v),
+                    Ok(v) if v["event"] == "error" => {
+                        return Err(format!("child {i}: {}", v["message"]));
+                    }
+                    _ => eprintln!("[child {i}] {line}"),
+                }
+            }
+            Ok(from.iter().filter_map(|i| got[*i].take()).collect())
+        }
+    }
+
+    impl Drop for Children {
+        fn drop(&mut self) {
+            // Closing stdin tells a child to stop; one that does not is killed.
+            self.stdins.clear();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            for (i, child) in self.procs.iter_mut().enumerate() {
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) => break,
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        _ => {
+                            eprintln!("child {i} did not stop; killing it");
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn run(
+        n: usize,
+        processes: usize,
+        lookups: usize,
+        keys: usize,
+        timeout: Duration,
+        idle_timeout: u64,
+    ) -> Result<(), String> {
+        let t0 = Instant::now();
+        let (lines_tx, lines) = mpsc::sync_channel(4096);
+        let mut kids = Children {
+            procs: Vec::new(),
+            stdins: Vec::new(),
+            lines,
+            lines_tx,
+            timeout,
+            idle_timeout,
+        };
+        let share = |i: usize| n / processes + usize::from(i < n % processes);
+        kids.spawn(0, share(0), n, None)?;
+        let boot = kids.collect("boot", &[0])?.remove(0);
+        let boot_addr = boot["addr"].as_str().ok_or("boot without addr")?.to_owned();
+        for i in 1..processes {
+            kids.spawn(i, share(i), n, Some(&boot_addr))?;
+        }
+        let all: Vec<usize> = (0..processes).collect();
+        let started = kids.collect("started", &all)?;
+        let nodes: usize = started
+            .iter()
+            .filter_map(|v| v["nodes"].as_u64())
+            .sum::<u64>() as usize;
+        let start_secs = t0.elapsed().as_secs_f64();
+
+        // Join only once every process has started its nodes, so the
+        // routing tables can cover all of them.
+        for i in 0..processes {
+            kids.send_to(i, &json!({"cmd": "join", "processes": processes}))?;
+        }
+        let joined = kids.collect("joined", &all)?;
+        let join_secs = t0.elapsed().as_secs_f64();
+        let mut tables: Vec<u64> = joined
+            .iter()
+            .flat_map(|v| v["tables"].as_array().cloned().unwrap_or_default())
+            .filter_map(|t| t.as_u64())
+            .collect();
+        let rss_idle: u64 = joined.iter().filter_map(|v| v["rss_idle"].as_u64()).sum();
+        let idle_cpu: f64 = joined.iter().filter_map(|v| v["idle_cpu"].as_f64()).sum();
+
+        // Keys go to processes in proportion to their nodes; each child
+        // picks random local nodes to provide them and says which.
+        for i in 0..processes {
+            let mine: Vec<usize> = (0..keys).filter(|k| k % processes == i).collect();
+            kids.send_to(i, &json!({"cmd": "provide", "keys": mine}))?;
+        }
+        let provided: Vec<Value> = kids
+            .collect("provided", &all)?
+            .into_iter()
+            .flat_map(|v| v["keys"].as_array().cloned().unwrap_or_default())
+            .collect();
+        if provided.is_empty() {
+            return Err("no key was provided".into());
+        }
+        for i in 0..processes {
+            let count = lookups * share(i) / n.max(1);
+            kids.send_to(
+                i,
+                &json!({"cmd": "lookup", "count": count, "keys": provided, "concurrency": (16 / processes).max(4)}),
+            )?;
+        }
+        let looked = kids.collect("looked_up", &all)?;
+        let mut ok = 0usize;
+        let mut total = 0usize;
+        let mut ms: Vec<f64> = Vec::new();
+        let mut reqs: Vec<u64> = Vec::new();
+        let mut rtts: Vec<f64> = Vec::new();
+        for v in &looked {
+            for r in v["results"].as_array().cloned().unwrap_or_default() {
+                total += 1;
+                if r[0].as_bool() == Some(true) {
+                    ok += 1;
+                }
+                if let Some(us) = r[1].as_u64() {
+                    ms.push(us as f64 / 1000.0);
+                }
+                if let Some(q) = r[2].as_u64() {
+                    reqs.push(q);
+                }
+            }
+            rtts.extend(
+                v["rtts_us"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(Value::as_f64),
+            );
+        }
+        let rtt_ms = if rtts.is_empty() {
+            f64::NAN
+        } else {
+            rtts.iter().sum::<f64>() / rtts.len() as f64 / 1000.0
+        };
+
+        for i in 0..processes {
+            kids.send_to(i, &json!({"cmd": "stop"}))?;
+        }
+        let t_down = Instant::now();
+        kids.collect("stopped", &all)?;
+        let down_secs = t_down.elapsed().as_secs_f64();
+        drop(kids);
+
+        let (p50_ms, p99_ms) = (
+            percentile(&mut ms, 0.5).unwrap_or(f64::NAN),
+            percentile(&mut ms, 0.99).unwrap_or(f64::NAN),
+        );
+        println!("== {nodes} nodes in {processes} process(es) ==");
+        println!(
+            "start {start_secs:.1}s, joined {join_secs:.1}s; routing table size min/p50/max {}/{}/{}",
+            percentile(&mut tables, 0.0).unwrap_or(0),
+            percentile(&mut tables, 0.5).unwrap_or(0),
+            percentile(&mut tables, 1.0).unwrap_or(0),
+        );
+        println!(
+            "lookups {total} over {} keys: success {ok}/{total} ({:.2}%)",
+            provided.len(),
+            100.0 * ok as f64 / total.max(1) as f64
+        );
+        println!(
+            "time to first provider: p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms (mean last ping RTT, under the same load: {rtt_ms:.2} ms; p50 {:.1} RTT, p99 {:.1} RTT)",
+            p50_ms / rtt_ms,
+            p99_ms / rtt_ms,
+        );
+        println!(
+            "kad requests to first provider: p50 {}, p99 {} (alpha = 3 in flight, so rounds ~ requests/3)",
+            percentile(&mut reqs, 0.5).unwrap_or(0),
+            percentile(&mut reqs, 0.99).unwrap_or(0)
+        );
+        println!("CPU while idle: {idle_cpu:.0}% of one core for {nodes} nodes");
+        println!(
+            "RSS: {:.1} MiB for {nodes} idle nodes = {:.2} MiB per node (each process's growth after start-up, summed)",
+            rss_idle as f64 / (1 << 20) as f64,
+            rss_idle as f64 / (1 << 20) as f64 / nodes.max(1) as f64
+        );
+        println!(
+            "shutdown {down_secs:.1}s; total {:.1}s",
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+/// One child process: runs its share of the nodes and does what the parent
+/// says, one JSON line per command and per answer.
+mod child {
+    use super::*;
+
+    async fn say(out: &mut tokio::io::Stdout, v: Value) -> Result<(), String> {
+        out.write_all(format!("{v}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        out.flush().await.map_err(|e| e.to_string())
+    }
+
+    fn first_addr_of(addrs: Vec<Multiaddr>, peer: PeerId) -> Option<Multiaddr> {
+        addrs
+            .into_iter()
+            .next()
+            .map(|a| a.with(spore_net::multiaddr::Protocol::P2p(peer)))
+    }
+
+    pub(super) async fn run(args: &Args) -> Result<(), String> {
+        let index: usize = args.parse_or("--child", 0);
+        let count: usize = args.parse_or("--count", 1usize).max(1);
+        let total: usize = args.parse_or("--total", count);
+        let idle_timeout: u64 = args.parse_or("--idle-timeout", 10u64).max(1);
+        let mut rng = Rng(0x5eed_0000 + (total as u64) * 1000 + index as u64);
+        let mut out = tokio::io::stdout();
+        let rss0 = rss_bytes();
+        let t0 = Instant::now();
+
+        let mut nodes: Vec<NetNode> = Vec::with_capacity(count);
+        let mut addrs: Vec<Multiaddr> = Vec::with_capacity(count);
+        let boot_addr: Multiaddr = match args.get("--boot") {
+            Some(a) => a.parse().map_err(|e| format!("bad --boot: {e}"))?,
+            None => {
+                let boot = NetNode::start(bench_config(idle_timeout), CancellationToken::new())
+                    .await
+                    .map_err(|e| format!("boot node: {e}"))?;
+                let addr = first_addr_of(
+                    boot.handle()
+                        .listen_addrs()
+                        .await
+                        .map_err(|e| e.to_string())?,
+                    boot.peer_id(),
+                )
+                .ok_or("boot node has no address")?;
+                say(&mut out, json!({"event": "boot", "addr": addr.to_string()})).await?;
+                addrs.push(addr.clone());
+                nodes.push(boot);
+                addr
+            }
+        };
+        while nodes.len() < count {
+            // The bootstrap node plus one random earlier node of this
+            // process, as a real bootstrap list would spread the load.
+            let mut bootstrap = vec![boot_addr.clone()];
+            if !addrs.is_empty() {
+                bootstrap.push(addrs[rng.below(addrs.len())].clone());
+            }
+            let cfg = NetConfig {
+                bootstrap,
+                ..bench_config(idle_timeout)
+            };
+            let node = match NetNode::start(cfg, CancellationToken::new()).await {
+                Ok(node) => node,
+                Err(e) => {
+                    eprintln!(
+                        "child {index}: node {} did not start: {e}; stopping here",
+                        nodes.len()
+                    );
+                    break;
+                }
+            };
+            if let Ok(a) = node.handle().listen_addrs().await
+                && let Some(a) = first_addr_of(a, node.peer_id())
+            {
+                addrs.push(a);
+            }
+            nodes.push(node);
+        }
+        let handles: Vec<NetHandle> = nodes.iter().map(|n| n.handle().clone()).collect();
+        say(
+            &mut out,
+            json!({"event": "started", "nodes": nodes.len(), "secs": t0.elapsed().as_secs_f64()}),
+        )
+        .await?;
+
+        let mut commands = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        // A closed stdin (the parent is gone) means stop.
+        while let Ok(Some(line)) = commands.next_line().await {
+            let Ok(cmd) = serde_json::from_str::<Value>(&line) else {
+                say(
+                    &mut out,
+                    json!({"event": "error", "message": format!("bad command {line:?}")}),
+                )
+                .await?;
+                continue;
+            };
+            match cmd["cmd"].as_str() {
+                Some("join") => {
+                    let processes = cmd["processes"].as_u64().unwrap_or(1).max(1) as f64;
+                    let (tables, idle_cpu) = join(&handles, total, processes).await;
+                    let rss_idle = rss_bytes().saturating_sub(rss0);
+                    say(
+                        &mut out,
+                        json!({"event": "joined", "tables": tables, "rss_idle": rss_idle, "idle_cpu": idle_cpu}),
+                    )
+                    .await?;
+                }
+                Some("provide") => {
+                    let keys: Vec<usize> = cmd["keys"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|k| k.as_u64().map(|k| k as usize))
+                        .collect();
+                    let assigned: Vec<(usize, usize)> = keys
+                        .iter()
+                        .map(|k| (*k, rng.below(handles.len())))
+                        .collect();
+                    stream::iter(
+                        assigned
+                            .iter()
+                            .map(|(k, i)| (key_hash(total, *k), handles[*i].clone())),
+                    )
+                    .for_each_concurrent(16, |(h, handle)| async move {
+                        let _ = handle.start_providing(h).await;
+                    })
+                    .await;
+                    let list: Vec<Value> = assigned
+                        .iter()
+                        .map(|(k, i)| json!([k, handles[*i].local_peer_id().to_string()]))
+                        .collect();
+                    say(&mut out, json!({"event": "provided", "keys": list})).await?;
+                }
+                Some("lookup") => {
+                    let keys: Vec<(Hash, PeerId)> = cmd["keys"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|v| {
+                            let k = v[0].as_u64()? as usize;
+                            let p: PeerId = v[1].as_str()?.parse().ok()?;
+                            Some((key_hash(total, k), p))
+                        })
+                        .collect();
+                    let count = cmd["count"].as_u64().unwrap_or(0) as usize;
+                    let concurrency = cmd["concurrency"].as_u64().unwrap_or(4).max(1) as usize;
+                    let (results, rtts) =
+                        lookups(&handles, &keys, count, concurrency, &mut rng).await;
+                    say(
+                        &mut out,
+                        json!({"event": "looked_up", "results": results, "rtts_us": rtts}),
+                    )
+                    .await?;
+                }
+                Some("stop") => break,
+                _ => {
+                    say(
+                        &mut out,
+                        json!({"event": "error", "message": format!("unknown command {line:?}")}),
+                    )
+                    .await?;
+                }
+            }
+        }
+        let t_down = Instant::now();
+        stream::iter(nodes)
+            .for_each_concurrent(64, |n| n.shutdown())
+            .await;
+        // The parent may be gone already; nothing to do about that.
+        let _ = say(
+            &mut out,
+            json!({"event": "stopped", "secs": t_down.elapsed().as_secs_f64()}),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Waits (bounded) until every local routing table has a useful size,
+    /// nudging laggards once, then until this process's CPU use settles
+    /// (lookups measured during the join storm measure the CPU queue).
+    /// Returns the table sizes and the idle CPU (percent of one core).
+    async fn join(handles: &[NetHandle], total: usize, processes: f64) -> (Vec<usize>, f64) {
+        let want = (total - 1).min(15);
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(90);
+        let mut nudged = false;
+        let mut tables: Vec<usize>;
+        loop {
+            tables = Vec::with_capacity(handles.len());
+            for h in handles {
+                tables.push(h.routing_table_size().await.unwrap_or(0));
+            }
+            let low: Vec<&NetHandle> = handles
+                .iter()
+                .zip(&tables)
+                .filter(|(_, t)| **t < want)
+                .map(|(h, _)| h)
+                .collect();
+            if low.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            if !nudged && t0.elapsed() > Duration::from_secs(10) {
+                nudged = true;
+                stream::iter(low)
+                    .for_each_concurrent(32, |h| async move {
+                        let _ = h.bootstrap().await;
+                    })
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // Busy below 60% of one core across all processes.
+        let threshold = (60.0 / processes).max(5.0);
+        let settle_deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let c0 = cpu_ticks();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let busy = (cpu_ticks() - c0) as f64 / 2.0;
+            if busy < threshold || Instant::now() >= settle_deadline {
+                break;
+            }
+        }
+        let c0 = cpu_ticks();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        (tables, (cpu_ticks() - c0) as f64 / 5.0)
+    }
+
+    /// `count` lookups of random keys from random local nodes (never the
+    /// provider itself). Each result is `[found the provider, µs to first
+    /// provider, requests to first provider]`; also the ping RTTs (µs) of
+    /// up to 20 local nodes, to express latency in round trips.
+    async fn lookups(
+        handles: &[NetHandle],
+        keys: &[(Hash, PeerId)],
+        count: usize,
+        concurrency: usize,
+        rng: &mut Rng,
+    ) -> (Vec<Value>, Vec<u64>) {
+        let mut jobs = Vec::with_capacity(count);
+        if !keys.is_empty() {
+            for _ in 0..count {
+                let (h, provider) = keys[rng.below(keys.len())];
+                let mut from = rng.below(handles.len());
+                if handles[from].local_peer_id() == provider {
+                    if handles.len() < 2 {
+                        continue;
+                    }
+                    from = (from + 1) % handles.len();
+                }
+                jobs.push((h, provider, handles[from].clone()));
+            }
+        }
+        let results: Vec<Value> = stream::iter(jobs)
+            .map(|(h, want, handle)| async move {
+                match handle.lookup_providers(h, 1, Duration::from_secs(10)).await {
+                    Ok(l) => json!([
+                        l.providers.iter().any(|x| x.peer_id == want),
+                        l.stats.time_to_first.map(|d| d.as_micros() as u64),
+                        l.stats.requests_to_first,
+                    ]),
+                    Err(_) => json!([false, null, null]),
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut rtts = Vec::new();
+        for h in handles.iter().take(20) {
+            if let Ok(peers) = h.peers().await {
+                rtts.extend(
+                    peers
+                        .iter()
+                        .filter_map(|p| p.latency.map(|d| d.as_micros() as u64)),
+                );
+            }
+        }
+        (results, rtts)
     }
 }

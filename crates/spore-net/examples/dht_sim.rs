@@ -22,6 +22,9 @@
 //!   asker's table;
 //! - a provider stores its record on the 20 closest nodes its lookup found.
 
+mod common;
+
+use common::{Args, Rng, percentile};
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, BinaryHeap, HashMap},
@@ -44,31 +47,6 @@ fn bucket_index(own: &Id, other: &Id) -> Option<usize> {
         .position(|b| *b != 0)
         .map(|i| i * 8 + d[i].leading_zeros() as usize)?;
     Some(255 - zeros)
-}
-
-/// Deterministic xorshift, so runs are repeatable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn id(&mut self) -> Id {
-        let mut id = [0; 32];
-        for chunk in id.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next().to_be_bytes());
-        }
-        id
-    }
 }
 
 #[derive(Default)]
@@ -294,14 +272,6 @@ impl Ord for OrdF64 {
     }
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
 struct Round {
     ok: usize,
     total: usize,
@@ -316,10 +286,10 @@ impl Round {
             self.ok,
             self.total,
             100.0 * self.ok as f64 / self.total.max(1) as f64,
-            percentile(&mut self.times, 0.5),
-            percentile(&mut self.times, 0.99),
-            percentile(&mut self.requests, 0.5),
-            percentile(&mut self.requests, 0.99),
+            percentile(&mut self.times, 0.5).unwrap_or(f64::NAN),
+            percentile(&mut self.times, 0.99).unwrap_or(f64::NAN),
+            percentile(&mut self.requests, 0.5).unwrap_or(f64::NAN),
+            percentile(&mut self.requests, 0.99).unwrap_or(f64::NAN),
         );
     }
 }
@@ -422,35 +392,12 @@ fn run(n: usize, lookups: usize, keys: usize, kill: f64, dead_timeout: f64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let sizes: Vec<usize> = arg("--nodes")
-        .unwrap_or_else(|| "1000,10000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .filter(|n| *n >= 2)
-        .collect();
-    let lookups = arg("--lookups")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
-    let keys = arg("--keys")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(500usize)
-        .max(1);
-    let kill = arg("--kill")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.3f64)
-        .clamp(0.0, 0.99);
-    let dead_timeout = arg("--dead-timeout")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10.0f64)
-        .max(0.0);
-    for n in sizes {
+    let args = Args::from_env();
+    let lookups = args.parse_or("--lookups", 2000usize);
+    let keys = args.parse_or("--keys", 500usize).max(1);
+    let kill = args.parse_or("--kill", 0.3f64).clamp(0.0, 0.99);
+    let dead_timeout = args.parse_or("--dead-timeout", 10.0f64).max(0.0);
+    for n in args.sizes("1000,10000") {
         run(n, lookups, keys, kill, dead_timeout);
     }
 }

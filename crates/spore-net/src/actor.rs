@@ -75,6 +75,11 @@ pub(crate) enum Command {
         tx: Reply<()>,
     },
     Peers(Reply<Vec<PeerInfo>>),
+    ListenOn {
+        addr: Multiaddr,
+        deadline: Instant,
+        tx: Reply<Result<Multiaddr, NetError>>,
+    },
     Dial {
         addr: Multiaddr,
         tx: Reply<Result<PeerId, NetError>>,
@@ -196,6 +201,9 @@ struct Actor {
     last_rendezvous: Instant,
     reachability: Reachability,
     relay_listeners: HashMap<PeerId, ListenerId>,
+    /// `listen_on` calls waiting for their listener's first address (for a
+    /// relay circuit: for the reservation). One per call, each with a deadline.
+    pending_listens: HashMap<ListenerId, (Instant, Reply<Result<Multiaddr, NetError>>)>,
     lan: LanDialer,
 }
 
@@ -205,17 +213,24 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The peer an address leads to: its trailing `/p2p/<id>`. A relayed address
+/// (`…/p2p/<relay>/p2p-circuit/p2p/<target>`) names the relay first, so the
+/// first `/p2p` is the wrong one to take.
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        Protocol::P2p(peer) => Some(peer),
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(peer),
         _ => None,
-    })
+    }
 }
 
+/// `addr` without its trailing `/p2p/<id>`. Inner ones stay: in a relayed
+/// address they name the relay, and the address is useless without it.
 fn without_p2p(addr: &Multiaddr) -> Multiaddr {
-    addr.iter()
-        .filter(|p| !matches!(p, Protocol::P2p(_)))
-        .collect()
+    let mut out = addr.clone();
+    if matches!(out.iter().last(), Some(Protocol::P2p(_))) {
+        out.pop();
+    }
+    out
 }
 
 fn is_unspecified(addr: &Multiaddr) -> bool {
@@ -283,6 +298,13 @@ pub(crate) fn start(
         })
         .collect();
     let (ready_tx, ready) = oneshot::channel();
+    // With no listener there is no address to wait for.
+    let ready_tx = if awaiting_listeners.is_empty() {
+        let _ = ready_tx.send(());
+        None
+    } else {
+        Some(ready_tx)
+    };
     let now = Instant::now();
     let actor = Actor {
         swarm,
@@ -291,7 +313,7 @@ pub(crate) fn start(
         commands_open: true,
         events,
         cancel,
-        ready: Some(ready_tx),
+        ready: ready_tx,
         listeners: awaiting_listeners.clone(),
         awaiting_listeners,
         listen_addrs: Vec::new(),
@@ -307,6 +329,7 @@ pub(crate) fn start(
         last_rendezvous: now,
         reachability: Reachability::Unknown,
         relay_listeners: HashMap::new(),
+        pending_listens: HashMap::new(),
         lan: LanDialer::default(),
     };
     let task = tokio::spawn(actor.run());
@@ -344,6 +367,11 @@ impl Actor {
     }
 
     fn on_start(&mut self) {
+        // `start` added the configured external addresses before we ran.
+        if self.has_direct_external_addr() {
+            self.set_reachability(Reachability::Public);
+        }
+        self.update_kad_mode();
         let kad_known: Vec<_> = self.book.most_recent(self.config.redial_on_start);
         for (peer, addrs) in kad_known {
             for a in &addrs {
@@ -411,6 +439,22 @@ impl Actor {
                 self.finish_providers(id);
             }
         }
+        let overdue: Vec<ListenerId> = self
+            .pending_listens
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            if let Some((_, tx)) = self.pending_listens.remove(&id) {
+                // The caller gave up; the listener is closed so it does not
+                // linger half-made (a relay may still be thinking).
+                self.swarm.remove_listener(id);
+                let _ = tx.send(Err(NetError::Listen(
+                    "no address before the deadline".into(),
+                )));
+            }
+        }
         let interval = Duration::from_secs(self.config.rendezvous_interval_secs.max(1));
         if !self.rendezvous_points.is_empty()
             && now.duration_since(self.last_rendezvous) >= interval
@@ -471,13 +515,14 @@ impl Actor {
                 let _ = tx.send(self.swarm.external_addresses().cloned().collect());
             }
             Command::AddExternalAddr { addr, tx } => {
-                self.swarm.add_external_address(addr);
+                self.add_external_addr(addr);
                 let _ = tx.send(());
             }
             Command::Peers(tx) => {
                 let _ = tx.send(self.peer_infos());
             }
             Command::Dial { addr, tx } => self.dial_addr(addr, tx),
+            Command::ListenOn { addr, deadline, tx } => self.listen_on(addr, deadline, tx),
             Command::DialPeer { peer, addrs, tx } => {
                 if self.swarm.is_connected(&peer) {
                     let _ = tx.send(Ok(()));
@@ -589,6 +634,44 @@ impl Actor {
                     let _ = tx.send(Err(NetError::NoKnownPeers));
                 }
             },
+        }
+    }
+
+    fn listen_on(
+        &mut self,
+        addr: Multiaddr,
+        deadline: Instant,
+        tx: Reply<Result<Multiaddr, NetError>>,
+    ) {
+        // A circuit address names its relay just before `/p2p-circuit`.
+        let relay = if TransportKind::of(&addr) == TransportKind::Relay {
+            let upto: Multiaddr = addr
+                .iter()
+                .take_while(|p| !matches!(p, Protocol::P2pCircuit))
+                .collect();
+            match peer_of(&upto) {
+                Some(relay) => Some(relay),
+                None => {
+                    let _ = tx.send(Err(NetError::Listen(
+                        "a relay address needs /p2p/<relay id> before /p2p-circuit".into(),
+                    )));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        match self.swarm.listen_on(addr) {
+            Ok(id) => {
+                self.listeners.insert(id);
+                if let Some(relay) = relay {
+                    self.relay_listeners.insert(relay, id);
+                }
+                self.pending_listens.insert(id, (deadline, tx));
+            }
+            Err(e) => {
+                let _ = tx.send(Err(NetError::Listen(e.to_string())));
+            }
         }
     }
 
@@ -753,7 +836,7 @@ impl Actor {
                     && !is_unspecified(&address)
                     && TransportKind::of(&address) != TransportKind::Relay
                 {
-                    self.swarm.add_external_address(address.clone());
+                    self.add_external_addr(address.clone());
                 }
                 if self.awaiting_listeners.remove(&listener_id)
                     && self.awaiting_listeners.is_empty()
@@ -761,12 +844,20 @@ impl Actor {
                 {
                     let _ = ready.send(());
                 }
+                if let Some((_, tx)) = self.pending_listens.remove(&listener_id) {
+                    let _ = tx.send(Ok(address.clone()));
+                }
                 self.emit(NetEvent::NewListenAddr(address));
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| a != &address);
                 if self.config.advertise_listen_addrs {
                     self.swarm.remove_external_address(&address);
+                    if !self.has_direct_external_addr() && self.reachability == Reachability::Public
+                    {
+                        self.set_reachability(Reachability::Unknown);
+                    }
+                    self.update_kad_mode();
                 }
                 self.emit(NetEvent::ExpiredListenAddr(address));
             }
@@ -776,6 +867,13 @@ impl Actor {
                 ..
             } => {
                 tracing::debug!(?listener_id, ?reason, "listener closed");
+                if let Some((_, tx)) = self.pending_listens.remove(&listener_id) {
+                    let why = match reason {
+                        Ok(()) => "listener closed".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    let _ = tx.send(Err(NetError::Listen(why)));
+                }
                 self.relay_listeners.retain(|_, id| *id != listener_id);
                 self.listeners.remove(&listener_id);
                 if self.awaiting_listeners.remove(&listener_id)
@@ -833,13 +931,20 @@ impl Actor {
                 tracing::debug!(%send_back_addr, %error, "incoming connection failed");
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
-                self.set_reachability(Reachability::Public);
+                // The relay client confirms our circuit address once a relay
+                // accepts a reservation: reachable, but only through the
+                // relay, so still private.
+                if TransportKind::of(&address) != TransportKind::Relay {
+                    self.set_reachability(Reachability::Public);
+                }
+                self.update_kad_mode();
                 self.emit(NetEvent::ExternalAddrConfirmed(address));
             }
-            SwarmEvent::ExternalAddrExpired { .. }
-                if self.swarm.external_addresses().next().is_none() =>
-            {
-                self.set_reachability(Reachability::Unknown);
+            SwarmEvent::ExternalAddrExpired { .. } => {
+                if !self.has_direct_external_addr() && self.reachability == Reachability::Public {
+                    self.set_reachability(Reachability::Unknown);
+                }
+                self.update_kad_mode();
             }
             _ => {}
         }
@@ -859,8 +964,15 @@ impl Actor {
                 (send_back_addr.clone(), Direction::Inbound)
             }
         };
+        // On the listening side of a circuit the remote address is only
+        // `/p2p/<id>`; the endpoint knows it came through a relay.
+        let transport = if endpoint.is_relayed() {
+            TransportKind::Relay
+        } else {
+            TransportKind::of(&remote_addr)
+        };
         let info = ConnectionInfo {
-            transport: TransportKind::of(&remote_addr),
+            transport,
             remote_addr: remote_addr.clone(),
             direction,
         };
@@ -913,6 +1025,46 @@ impl Actor {
             tracing::debug!(%point, error = %e, "rendezvous registration skipped");
         }
         rv.discover(Some(ns), cookie, Some(RENDEZVOUS_LIMIT), point);
+    }
+
+    /// Adds an address we know others can dial (config, a listen address we
+    /// advertise, the API). The swarm reports no event for these, so the
+    /// consequences are drawn here.
+    fn add_external_addr(&mut self, addr: Multiaddr) {
+        let direct = TransportKind::of(&addr) != TransportKind::Relay;
+        self.swarm.add_external_address(addr);
+        if direct {
+            self.set_reachability(Reachability::Public);
+        }
+        self.update_kad_mode();
+    }
+
+    /// A confirmed external address that is not a relay circuit.
+    fn has_direct_external_addr(&self) -> bool {
+        self.swarm
+            .external_addresses()
+            .any(|a| TransportKind::of(a) != TransportKind::Relay)
+    }
+
+    /// Kademlia serves only when others can dial us directly. libp2p's own
+    /// switch counts any confirmed address, relayed ones included, and a
+    /// node reachable only through a relay's small, short-lived circuits
+    /// would then be put in routing tables and queried through them. Left
+    /// alone when the config forces a mode.
+    fn update_kad_mode(&mut self) {
+        if self.config.kad_server_mode.is_some() {
+            return;
+        }
+        let mode = if self.has_direct_external_addr() {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        };
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if kad.mode() != mode {
+            tracing::info!(?mode, "kademlia mode");
+            kad.set_mode(Some(mode));
+        }
     }
 
     fn set_reachability(&mut self, r: Reachability) {
@@ -995,12 +1147,22 @@ impl Actor {
             BehaviourEvent::RendezvousServer(e) => tracing::debug!(?e, "rendezvous server"),
             BehaviourEvent::RelayClient(e) => tracing::debug!(?e, "relay client"),
             BehaviourEvent::RelayServer(e) => tracing::debug!(?e, "relay server"),
-            BehaviourEvent::Dcutr(e) => tracing::debug!(?e, "dcutr"),
+            BehaviourEvent::Dcutr(e) => {
+                tracing::debug!(?e, "dcutr");
+                let peer_id = e.remote_peer_id;
+                self.emit(match e.result {
+                    Ok(_) => NetEvent::HolePunchSucceeded { peer_id },
+                    Err(err) => NetEvent::HolePunchFailed {
+                        peer_id,
+                        reason: err.to_string(),
+                    },
+                });
+            }
             BehaviourEvent::AutonatClient(e) => {
                 tracing::debug!(addr = %e.tested_addr, server = %e.server, ok = e.result.is_ok(), "autonat v2 probe");
                 if e.result.is_ok() {
                     self.set_reachability(Reachability::Public);
-                } else if self.swarm.external_addresses().next().is_none() {
+                } else if !self.has_direct_external_addr() {
                     self.set_reachability(Reachability::Private);
                     self.try_auto_relay();
                 }

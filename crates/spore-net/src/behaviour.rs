@@ -103,12 +103,12 @@ fn behaviour(
         },
     );
     let mut kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
-    kad.set_mode(cfg.kad_server_mode.map(|server| {
-        if server {
-            kad::Mode::Server
-        } else {
-            kad::Mode::Client
-        }
+    // Without a forced mode the swarm task switches it (see
+    // `update_kad_mode` in actor.rs): libp2p's automatic switch would also
+    // serve behind a relay circuit.
+    kad.set_mode(Some(match cfg.kad_server_mode {
+        Some(true) => kad::Mode::Server,
+        Some(false) | None => kad::Mode::Client,
     }));
 
     let mdns = if cfg.mdns {

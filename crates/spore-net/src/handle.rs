@@ -58,6 +58,8 @@ pub enum NetError {
     Stream { peer: PeerId, reason: String },
     #[error("kademlia query failed: {0}")]
     Query(String),
+    #[error("cannot listen: {0}")]
+    Listen(String),
 }
 
 /// Why the node could not start.
@@ -147,6 +149,25 @@ impl NetHandle {
     pub async fn add_external_addr(&self, addr: Multiaddr) -> Result<(), NetError> {
         self.ask(COMMAND_TIMEOUT, |tx| Command::AddExternalAddr { addr, tx })
             .await
+    }
+
+    /// Opens one more listener and waits for its first address, at most
+    /// `timeout`. For a relay circuit (`…/p2p/<relay id>/p2p-circuit`) this
+    /// reserves a slot at the relay (dialling it if needed) and returns our
+    /// relayed address, `…/p2p/<relay id>/p2p-circuit/p2p/<our id>`; peers
+    /// reach us through it. The listener closes if the relay connection does.
+    pub async fn listen_on(
+        &self,
+        addr: Multiaddr,
+        timeout: Duration,
+    ) -> Result<Multiaddr, NetError> {
+        let deadline = std::time::Instant::now() + timeout;
+        self.ask(timeout + Duration::from_secs(1), |tx| Command::ListenOn {
+            addr,
+            deadline,
+            tx,
+        })
+        .await?
     }
 
     /// Connected peers with their connections, identify info and latency.

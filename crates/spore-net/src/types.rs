@@ -168,6 +168,15 @@ pub enum NetEvent {
         peer_id: PeerId,
         source: DiscoverySource,
     },
+    /// DCUtR turned a relayed connection to the peer into a direct one.
+    HolePunchSucceeded {
+        peer_id: PeerId,
+    },
+    /// DCUtR could not; the relayed connection stays in use.
+    HolePunchFailed {
+        peer_id: PeerId,
+        reason: String,
+    },
 }
 
 fn ser_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
