@@ -8,8 +8,8 @@
 //! pieces at a time, chosen among those the fewest connected peers got from
 //! us (and that no other peer was just told), so the seed hands out the
 //! whole blob once before any piece twice and the leechers must trade for the
-//! rest. Once every piece is held by some connected peer, everyone is told
-//! everything.
+//! rest. Once every piece has been delivered to some connected peer,
+//! everyone is told everything.
 //!
 //! A peer alone with us is told everything at once: there is nobody to trade
 //! with, and a player streaming from a single seed must be able to ask for
@@ -80,6 +80,8 @@ struct PeerState {
     unrequested: BTreeSet<u32>,
     /// Pieces it requested from us.
     sent: Bitfield,
+    /// Pieces we finished sending it.
+    delivered: Bitfield,
     /// Unchoked and interested: it can request.
     active: bool,
     /// Since when it has neither requested nor been told a fresh window.
@@ -96,8 +98,11 @@ pub struct SuperSeed<P> {
     copies: Vec<u32>,
     /// Per piece: peers told it that have not requested it yet.
     promised: Vec<u32>,
-    /// Pieces with no copy at a connected peer.
-    uncovered: u64,
+    /// Per piece: connected peers we finished sending it to.
+    holders: Vec<u32>,
+    /// Pieces no connected peer holds from us. Counted on delivery, not
+    /// request: peers queue requests far ahead of what a slow seed sends.
+    unheld: u64,
     /// Every piece reached a connected peer once: everyone is told everything.
     over: bool,
     peers: HashMap<P, PeerState>,
@@ -116,7 +121,8 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             piece_groups,
             copies: vec![0; pieces as usize],
             promised: vec![0; pieces as usize],
-            uncovered: pieces,
+            holders: vec![0; pieces as usize],
+            unheld: pieces,
             over,
             peers: HashMap::new(),
             rng: Rng::new(seed),
@@ -126,6 +132,11 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
     /// Whether pieces are still being handed out one by one.
     pub fn is_active(&self) -> bool {
         !self.over
+    }
+
+    /// Peers followed now.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
     }
 
     fn pieces(&self) -> u64 {
@@ -158,6 +169,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 pending: Vec::new(),
                 unrequested: BTreeSet::new(),
                 sent: Bitfield::new(pieces),
+                delivered: Bitfield::new(pieces),
                 active: false,
                 idle_since: now,
             },
@@ -167,7 +179,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
     }
 
     /// A peer's session ended: the pieces only it got from us count as
-    /// uncovered again, and what it was told is free for others.
+    /// unheld again, and what it was told is free for others.
     pub fn remove_peer(&mut self, peer: &P) {
         let Some(state) = self.peers.remove(peer) else {
             return;
@@ -177,10 +189,15 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         }
         for r in state.sent.ones_ranges() {
             for p in r {
-                let c = &mut self.copies[p as usize];
-                *c -= 1;
-                if *c == 0 {
-                    self.uncovered += 1;
+                self.copies[p as usize] -= 1;
+            }
+        }
+        for r in state.delivered.ones_ranges() {
+            for p in r {
+                let h = &mut self.holders[p as usize];
+                *h -= 1;
+                if *h == 0 {
+                    self.unheld += 1;
                 }
             }
         }
@@ -212,14 +229,34 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 self.promised[p as usize] -= 1;
             }
             if state.sent.set(p) {
-                let c = &mut self.copies[p as usize];
-                if *c == 0 {
-                    self.uncovered -= 1;
-                }
-                *c += 1;
+                self.copies[p as usize] += 1;
             }
         }
-        if !self.over && self.uncovered == 0 {
+        if !self.over {
+            self.refill(peer);
+        }
+    }
+
+    /// We finished sending `groups` to the peer. Once every piece is held by
+    /// a connected peer, super-seeding is over: everyone is told everything.
+    pub fn on_delivered(&mut self, peer: &P, groups: Range<u64>) {
+        if groups.is_empty() || groups.end > self.groups {
+            return;
+        }
+        let pieces = self.piece_of(groups.start)..=self.piece_of(groups.end - 1);
+        let Some(state) = self.peers.get_mut(peer) else {
+            return;
+        };
+        for p in pieces {
+            if state.delivered.set(p) {
+                let h = &mut self.holders[p as usize];
+                if *h == 0 {
+                    self.unheld -= 1;
+                }
+                *h += 1;
+            }
+        }
+        if !self.over && self.unheld == 0 {
             self.over = true;
             for state in self.peers.values_mut() {
                 if !state.all {
@@ -227,15 +264,14 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                     state.all_pending = true;
                 }
             }
-            return;
         }
-        self.refill(peer);
     }
 
-    /// Gives a fresh window to every active peer that stalled.
-    pub fn poll(&mut self, now: Instant) {
+    /// Gives a fresh window to every active peer that stalled; true if one
+    /// did (its session has something to announce).
+    pub fn poll(&mut self, now: Instant) -> bool {
         if self.over {
-            return;
+            return false;
         }
         let stall = self.config.stall;
         let stalled: Vec<P> = self
@@ -246,6 +282,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             })
             .map(|(p, _)| p.clone())
             .collect();
+        let refilled = !stalled.is_empty();
         for peer in stalled {
             if let Some(state) = self.peers.get_mut(&peer) {
                 state.idle_since = now;
@@ -255,6 +292,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             }
             self.refill(&peer);
         }
+        refilled
     }
 
     /// What the peer's session must announce now.
@@ -332,10 +370,16 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         let n = self.pieces() as usize;
         let mut copies = vec![0u32; n];
         let mut promised = vec![0u32; n];
+        let mut holders = vec![0u32; n];
         for state in self.peers.values() {
             for r in state.sent.ones_ranges() {
                 for p in r {
                     copies[p as usize] += 1;
+                }
+            }
+            for r in state.delivered.ones_ranges() {
+                for p in r {
+                    holders[p as usize] += 1;
                 }
             }
             for &p in &state.unrequested {
@@ -348,8 +392,9 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         }
         assert_eq!(copies, self.copies);
         assert_eq!(promised, self.promised);
-        let uncovered = copies.iter().filter(|&&c| c == 0).count() as u64;
-        assert_eq!(uncovered, self.uncovered);
+        assert_eq!(holders, self.holders);
+        let unheld = holders.iter().filter(|&&h| h == 0).count() as u64;
+        assert_eq!(unheld, self.unheld);
         assert!(self.peers.len() <= self.config.max_peers);
     }
 }
@@ -447,6 +492,7 @@ mod tests {
                     "piece {piece} requested twice while others were never told"
                 );
                 s.on_request(&p, piece * 64..piece * 64 + 16, now);
+                s.on_delivered(&p, piece * 64..piece * 64 + 16);
                 requests += 1;
                 s.check_invariants();
                 if !s.is_active() {
@@ -468,6 +514,48 @@ mod tests {
         assert_eq!(s.take_reveal(&9), Reveal::All);
     }
 
+    /// Peers queue requests far ahead of a slow seed: super-seeding lasts
+    /// until every piece was delivered, not merely requested.
+    #[test]
+    fn it_ends_when_every_piece_is_delivered_not_requested() {
+        let mut s = seeder();
+        let now = Instant::now();
+        let mut windows = swarm(&mut s, 4, now);
+        let mut requested = BTreeSet::new();
+        let mut queued = Vec::new();
+        // Each peer at once requests every piece it is told.
+        for (p, w) in &mut windows {
+            while let Some(piece) = w.pop() {
+                s.on_request(p, piece * 64..(piece + 1) * 64, now);
+                requested.insert(piece);
+                queued.push((*p, piece));
+                match s.take_reveal(p) {
+                    Reveal::Nothing => {}
+                    r => w.extend(pieces_of(&r, 64)),
+                }
+            }
+        }
+        assert_eq!(requested.len(), 256);
+        let mut delivered = BTreeSet::new();
+        for (p, piece) in queued {
+            assert!(
+                s.is_active(),
+                "over with {} pieces delivered",
+                delivered.len()
+            );
+            s.on_delivered(&p, piece * 64..(piece + 1) * 64);
+            delivered.insert(piece);
+            if delivered.len() == 256 {
+                break;
+            }
+        }
+        assert!(!s.is_active());
+        for p in 1..=4 {
+            assert_eq!(s.take_reveal(&p), Reveal::All);
+        }
+        s.check_invariants();
+    }
+
     #[test]
     fn pieces_only_a_departed_peer_got_are_handed_out_again() {
         let mut s = seeder();
@@ -476,6 +564,7 @@ mod tests {
         let gone = windows[&1].clone();
         for &piece in &gone {
             s.on_request(&1, piece * 64..(piece + 1) * 64, now);
+            s.on_delivered(&1, piece * 64..(piece + 1) * 64);
         }
         let _ = s.take_reveal(&1);
         s.remove_peer(&1);
@@ -486,6 +575,7 @@ mod tests {
         let mut queue = windows[&2].clone();
         while let Some(piece) = queue.pop() {
             s.on_request(&2, piece * 64..piece * 64 + 1, now);
+            s.on_delivered(&2, piece * 64..piece * 64 + 1);
             if !s.is_active() {
                 break;
             }
@@ -513,9 +603,9 @@ mod tests {
         let windows = swarm(&mut s, 2, t0);
         // Peer 1 can request but does not (it got its pieces elsewhere).
         s.set_active(&1, true, t0);
-        s.poll(t0 + Duration::from_millis(500));
+        assert!(!s.poll(t0 + Duration::from_millis(500)));
         assert_eq!(s.take_reveal(&1), Reveal::Nothing);
-        s.poll(t0 + Duration::from_secs(1));
+        assert!(s.poll(t0 + Duration::from_secs(1)));
         let fresh = pieces_of(&s.take_reveal(&1), 64);
         assert_eq!(fresh.len(), 4);
         assert!(fresh.iter().all(|p| !windows[&1].contains(p)));
@@ -557,7 +647,9 @@ mod tests {
                     }
                     1 => s.remove_peer(&peer),
                     2 => s.set_active(&peer, rng.below(2) == 0, now),
-                    3 => s.poll(now),
+                    3 => {
+                        s.poll(now);
+                    }
                     4 => {
                         let _ = s.take_reveal(&peer);
                     }
@@ -565,6 +657,9 @@ mod tests {
                         let start = rng.below(groups);
                         let end = (start + 1 + rng.below(128)).min(groups);
                         s.on_request(&peer, start..end, now);
+                        if rng.below(2) == 0 {
+                            s.on_delivered(&peer, start..end);
+                        }
                     }
                 }
                 s.check_invariants();

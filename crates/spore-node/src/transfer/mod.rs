@@ -27,6 +27,7 @@ mod fetch;
 mod serve;
 mod stream;
 mod stream_io;
+mod superseed;
 
 use std::{
     collections::HashMap,
@@ -70,6 +71,10 @@ pub struct TransferConfig {
     pub max_sources: usize,
     /// Seconds between two provider lookups during a download.
     pub discovery_interval_secs: u64,
+    /// Super-seeding: while several peers download a complete blob from us,
+    /// tell each only a few pieces at a time, so the blob goes out once
+    /// before any piece twice and the peers trade the rest among themselves.
+    pub super_seed: bool,
 }
 
 impl Default for TransferConfig {
@@ -83,6 +88,7 @@ impl Default for TransferConfig {
             max_sessions_per_peer: 16,
             max_sources: 32,
             discovery_interval_secs: 5,
+            super_seed: true,
         }
     }
 }
@@ -359,6 +365,7 @@ pub(crate) struct Shared {
     /// Serve sessions per peer, to deliver choke decisions: peer → (session id → control).
     pub(crate) serve_sessions: Mutex<HashMap<PeerId, HashMap<u64, ChokeControl>>>,
     pub(crate) uploads: Mutex<UploadStats>,
+    pub(crate) super_seeds: Mutex<superseed::SuperSeeds>,
     /// Bytes of chunk groups downloaded and verified (new ones only).
     pub(crate) downloaded: std::sync::atomic::AtomicU64,
     pub(crate) tasks: Mutex<JoinSet<()>>,
@@ -454,6 +461,7 @@ impl Transfer {
             choker: Mutex::new(choker),
             serve_sessions: Mutex::new(HashMap::new()),
             uploads: Mutex::new(UploadStats::default()),
+            super_seeds: Mutex::new(HashMap::new()),
             downloaded: std::sync::atomic::AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),
         });

@@ -17,6 +17,7 @@ use spore_net::{IncomingStreams, PeerId, Stream};
 use spore_store::{BlobState, ChunkNum, ChunkRanges};
 use spore_transfer::{
     choker::ChokeEvent,
+    superseed::Reveal,
     wire::{
         self, DEFAULT_MAX_IN_FLIGHT, DataWriter, ErrorCode, MAX_DATA_PAYLOAD, MAX_HAVE_RANGES,
         Message, Session, Status,
@@ -30,6 +31,7 @@ use tokio::{
 use super::{
     Shared, lock,
     stream_io::{self, FrameError, FrameReader, FrameWriter},
+    superseed::{self, Seeding},
 };
 
 /// A peer must send its `Hello` within this.
@@ -105,11 +107,13 @@ async fn refuse(stream: Stream, why: &'static str) {
     w.close_with(ErrorCode::Refused, why).await;
 }
 
-/// Rechokes on the choker's schedule.
+/// Rechokes on the choker's schedule, and refills stalled super-seeding windows.
 pub(super) async fn choker_clock(shared: Arc<Shared>) {
     loop {
-        let events = lock(&shared.choker).poll(Instant::now()).events;
+        let now = Instant::now();
+        let events = lock(&shared.choker).poll(now).events;
         shared.dispatch(events);
+        superseed::poll(&shared, now);
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -131,6 +135,7 @@ enum Source {
 /// The response being sent.
 struct Sending {
     id: u64,
+    groups: Range<u64>,
     chunks: mpsc::Receiver<Vec<u8>>,
     encoder: tokio::task::JoinHandle<Result<(), String>>,
 }
@@ -262,25 +267,30 @@ async fn serve_inner(
     let hello = session.hello();
     wr.send(&hello).await?;
 
-    // Availability.
+    // Availability: of a complete blob, what super-seeding reveals.
+    let sid = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
     let mut blob = source.blob();
-    let mut announced = match &blob {
-        Some(b) => {
+    let mut seeding = match (&source, &blob) {
+        (Source::Complete(_), Some(b)) => {
+            Seeding::join(shared, hash, b.size(), sid, Instant::now())
+        }
+        _ => None,
+    };
+    let mut announced = None;
+    match (&blob, &seeding) {
+        (Some(_), Some(seeding)) => announce_reveal(wr, hash, seeding, true).await?,
+        (Some(b), None) => {
             let have = b.available();
             for msg in wire::have_messages(hash, b.size(), &have) {
                 wr.send(&msg).await?;
             }
-            Some(have)
+            announced = Some(have);
         }
-        None => {
-            wr.send(&Message::DontHave { hash }).await?;
-            None
-        }
-    };
+        (None, _) => wr.send(&Message::DontHave { hash }).await?,
+    }
 
     // Choker registration.
     let (ctl_tx, mut ctl_rx) = mpsc::channel(8);
-    let sid = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
     {
         let mut sessions = lock(&shared.serve_sessions);
         let entry = sessions.entry(peer).or_default();
@@ -295,6 +305,7 @@ async fn serve_inner(
         id: sid,
     };
     let mut unchoked = false;
+    let mut interested = false;
 
     let mut queue: VecDeque<wire::Request> = VecDeque::new();
     let mut sending: Option<Sending> = None;
@@ -345,10 +356,12 @@ async fn serve_inner(
                 match ev {
                     ChokeEvent::Unchoke(_) if !unchoked => {
                         unchoked = true;
+                        set_active(seeding.as_ref(), unchoked && interested);
                         wr.send(&Message::Unchoke).await?;
                     }
                     ChokeEvent::Choke(_) if unchoked => {
                         unchoked = false;
+                        set_active(seeding.as_ref(), false);
                         wr.send(&Message::Choke).await?;
                         for req in queue.drain(..) {
                             let msg = Message::Response { id: req.id, status: Status::Choked };
@@ -374,6 +387,17 @@ async fn serve_inner(
                 if let Some(new) = new {
                     announce_new(wr, hash, &new, &mut announced).await?;
                     blob = Some(new);
+                    last_sent = Instant::now();
+                }
+            }
+            _ = async {
+                match seeding.as_mut() {
+                    Some(s) => s.woken().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(s) = &seeding {
+                    announce_reveal(wr, hash, s, false).await?;
                     last_sent = Instant::now();
                 }
             }
@@ -405,6 +429,11 @@ async fn serve_inner(
                             }
                             Err(_) => Status::Internal,
                         };
+                        if status == Status::Ok
+                            && let Some(seeding) = &seeding
+                        {
+                            seeding.on_delivered(s.groups.clone());
+                        }
                         sending = None;
                         lock(&shared.choker).end_request(&peer);
                         lock(&shared.uploads).requests += 1;
@@ -420,7 +449,13 @@ async fn serve_inner(
                 last_heard = Instant::now();
                 session.receive(&msg).map_err(violation)?;
                 match msg {
-                    Message::Request(req) => queue.push_back(req),
+                    Message::Request(req) => {
+                        if let Some(s) = &seeding {
+                            s.on_request(req.groups.clone(), last_heard);
+                            announce_reveal(wr, hash, s, false).await?;
+                        }
+                        queue.push_back(req);
+                    }
                     Message::Cancel { id } => {
                         if let Some(pos) = queue.iter().position(|r| r.id == id) {
                             queue.remove(pos);
@@ -438,7 +473,7 @@ async fn serve_inner(
                         }
                     }
                     Message::Interested | Message::NotInterested => {
-                        let interested = matches!(msg, Message::Interested);
+                        interested = matches!(msg, Message::Interested);
                         let (events, now_unchoked) = {
                             let mut choker = lock(&shared.choker);
                             let events = choker.set_interested(&peer, interested, Instant::now());
@@ -451,6 +486,7 @@ async fn serve_inner(
                             wr.send(&Message::Unchoke).await?;
                             last_sent = Instant::now();
                         }
+                        set_active(seeding.as_ref(), unchoked && interested);
                     }
                     Message::Ping { nonce } => {
                         wr.send(&Message::Pong { nonce }).await?;
@@ -474,6 +510,48 @@ async fn serve_inner(
         lock(&shared.choker).end_request(&peer);
     }
     result
+}
+
+/// Tells super-seeding whether the peer may request now.
+fn set_active(seeding: Option<&Seeding>, active: bool) {
+    if let Some(s) = seeding {
+        s.set_active(active, Instant::now());
+    }
+}
+
+/// Announces what super-seeding reveals to this session. The session's first
+/// announcement must tell the size, so revealed groups go out as `Have`
+/// slices then, and as `HaveRanges` after.
+async fn announce_reveal(
+    wr: &mut FrameWriter,
+    hash: Hash,
+    seeding: &Seeding,
+    first: bool,
+) -> Result<(), Close> {
+    let size = seeding.size();
+    match seeding.reveal() {
+        Reveal::Nothing if !first => {}
+        Reveal::All | Reveal::Nothing => wr.send(&Message::HaveAll { hash, size }).await?,
+        Reveal::Groups(ranges) if first => {
+            let mut have = Bitfield::new(group_count(size));
+            for r in ranges {
+                have.set_range(r);
+            }
+            for msg in wire::have_messages(hash, size, &have) {
+                wr.send(&msg).await?;
+            }
+        }
+        Reveal::Groups(ranges) => {
+            for batch in ranges.chunks(MAX_HAVE_RANGES) {
+                wr.send(&Message::HaveRanges {
+                    hash,
+                    ranges: batch.to_vec(),
+                })
+                .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn abort(s: Sending) {
@@ -582,6 +660,7 @@ fn start_request(
     });
     Ok(Sending {
         id,
+        groups: req.groups.clone(),
         chunks: rx,
         encoder,
     })

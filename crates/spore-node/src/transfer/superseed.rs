@@ -1,0 +1,143 @@
+//! Super-seeding on the serving side: one [`SuperSeed`] per complete blob
+//! that sessions are serving, shared by those sessions (see
+//! `spore_transfer::superseed` for the policy).
+//!
+//! Each serve session of a complete blob joins as a [`Seeding`], announces
+//! what [`Seeding::reveal`] returns, and reports requests and whether its
+//! peer may request. A change that gives *other* sessions something to
+//! announce (the blob is fully out, a stalled peer got a fresh window) wakes
+//! every session of the blob; each then takes its own reveal.
+
+use std::{collections::HashMap, ops::Range, sync::Arc, time::Instant};
+
+use spore_core::{Hash, group_count};
+use spore_transfer::superseed::{Reveal, SuperSeed, SuperSeedConfig};
+use tokio::sync::watch;
+
+use super::{Shared, lock, seed};
+
+/// The super-seeding state of one blob, shared by its serve sessions.
+#[derive(Debug)]
+pub(crate) struct BlobSeeding {
+    machine: SuperSeed<u64>,
+    wake: watch::Sender<()>,
+}
+
+/// Every blob being super-seeded, by hash.
+pub(crate) type SuperSeeds = HashMap<Hash, BlobSeeding>;
+
+/// A serve session's part in its blob's super-seeding; it leaves on drop.
+pub(super) struct Seeding {
+    shared: Arc<Shared>,
+    hash: Hash,
+    size: u64,
+    session: u64,
+    wake: watch::Receiver<()>,
+}
+
+impl Seeding {
+    /// Joins the super-seeding of `hash`. `None` when the session should
+    /// announce everything: super-seeding is off, or the blob already
+    /// follows as many sessions as it may.
+    pub(super) fn join(
+        shared: &Arc<Shared>,
+        hash: Hash,
+        size: u64,
+        session: u64,
+        now: Instant,
+    ) -> Option<Self> {
+        if !shared.config.super_seed {
+            return None;
+        }
+        let mut seeds = lock(&shared.super_seeds);
+        let blob = seeds.entry(hash).or_insert_with(|| BlobSeeding {
+            machine: SuperSeed::new(group_count(size), SuperSeedConfig::default(), seed()),
+            wake: watch::channel(()).0,
+        });
+        if !blob.machine.add_peer(session, now) {
+            if blob.machine.peer_count() == 0 {
+                seeds.remove(&hash);
+            }
+            return None;
+        }
+        let wake = blob.wake.subscribe();
+        Some(Self {
+            shared: shared.clone(),
+            hash,
+            size,
+            session,
+            wake,
+        })
+    }
+
+    /// The blob's size.
+    pub(super) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// What this session must announce now.
+    pub(super) fn reveal(&self) -> Reveal {
+        lock(&self.shared.super_seeds)
+            .get_mut(&self.hash)
+            .map_or(Reveal::Nothing, |b| b.machine.take_reveal(&self.session))
+    }
+
+    /// The peer requested `groups`.
+    pub(super) fn on_request(&self, groups: Range<u64>, now: Instant) {
+        self.with(|blob| blob.machine.on_request(&self.session, groups, now));
+    }
+
+    /// We finished sending `groups` to the peer.
+    pub(super) fn on_delivered(&self, groups: Range<u64>) {
+        self.with(|blob| {
+            let was_active = blob.machine.is_active();
+            blob.machine.on_delivered(&self.session, groups);
+            // The last unheld piece arrived: everyone is told everything.
+            if was_active && !blob.machine.is_active() {
+                let uploaded = lock(&self.shared.uploads).total;
+                tracing::debug!(hash = %self.hash, uploaded, "super-seeding over: every piece is out");
+                blob.wake.send_replace(());
+            }
+        });
+    }
+
+    /// Whether the peer may request now (unchoked and interested).
+    pub(super) fn set_active(&self, active: bool, now: Instant) {
+        self.with(|blob| blob.machine.set_active(&self.session, active, now));
+    }
+
+    /// Resolves when some change may have given this session something to
+    /// announce.
+    pub(super) async fn woken(&mut self) {
+        if self.wake.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn with(&self, f: impl FnOnce(&mut BlobSeeding)) {
+        if let Some(blob) = lock(&self.shared.super_seeds).get_mut(&self.hash) {
+            f(blob);
+        }
+    }
+}
+
+impl Drop for Seeding {
+    fn drop(&mut self) {
+        let mut seeds = lock(&self.shared.super_seeds);
+        if let Some(blob) = seeds.get_mut(&self.hash) {
+            blob.machine.remove_peer(&self.session);
+            if blob.machine.peer_count() == 0 {
+                seeds.remove(&self.hash);
+            }
+        }
+    }
+}
+
+/// Gives stalled peers fresh windows (on the choker's clock).
+pub(super) fn poll(shared: &Shared, now: Instant) {
+    for blob in lock(&shared.super_seeds).values_mut() {
+        if blob.machine.poll(now) {
+            blob.wake.send_replace(());
+        }
+    }
+}
