@@ -176,6 +176,10 @@ pub(crate) struct NodeArgs {
     /// Overrides `[transfer] max_download`.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub(crate) max_download: Option<u64>,
+    /// Announce every complete blob whole to every downloader, not a few
+    /// pieces at a time (turns off `[transfer] super_seed`).
+    #[arg(long)]
+    pub(crate) no_super_seed: bool,
 }
 
 /// A rate in bytes per second from text such as `10M`, `500K`, `2MiB/s` or `0`.

@@ -81,6 +81,7 @@ fn node_config(home: &Home, args: &NodeArgs) -> Result<NodeConfig> {
     if let Some(rate) = args.max_download {
         config.transfer.max_download = rate;
     }
+    config.transfer.super_seed &= !args.no_super_seed;
     Ok(config)
 }
 
