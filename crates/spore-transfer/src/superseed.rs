@@ -35,8 +35,8 @@ use crate::scheduler::{piece_groups_for, rng::Rng};
 pub struct SuperSeedConfig {
     /// Pieces told to a peer and not yet requested by it.
     pub window_pieces: u32,
-    /// A peer that may request (unchoked, interested) but asked for none of
-    /// the pieces it was told for this long got them elsewhere or does not
+    /// A peer that is idle with us (it may request, and has no request
+    /// pending) this long got the pieces it was told elsewhere or does not
     /// want them: it is told a fresh window.
     pub stall: Duration,
     /// Peers followed at once; any more are told everything.
@@ -82,8 +82,8 @@ struct PeerState {
     sent: Bitfield,
     /// Pieces we finished sending it.
     delivered: Bitfield,
-    /// Unchoked and interested: it can request.
-    active: bool,
+    /// It may request (unchoked, interested) and has no request pending.
+    idle: bool,
     /// Since when it has neither requested nor been told a fresh window.
     idle_since: Instant,
 }
@@ -170,7 +170,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 unrequested: BTreeSet::new(),
                 sent: Bitfield::new(pieces),
                 delivered: Bitfield::new(pieces),
-                active: false,
+                idle: false,
                 idle_since: now,
             },
         );
@@ -203,13 +203,14 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         }
     }
 
-    /// Whether the peer can request now (unchoked and interested): the stall
-    /// clock runs only then.
-    pub fn set_active(&mut self, peer: &P, active: bool, now: Instant) {
+    /// Whether the peer is idle with us: it may request (unchoked and
+    /// interested) and has no request pending. The stall clock runs only
+    /// then: a peer with a queue of requests at a slow seed is not stalled.
+    pub fn set_idle(&mut self, peer: &P, idle: bool, now: Instant) {
         if let Some(state) = self.peers.get_mut(peer)
-            && state.active != active
+            && state.idle != idle
         {
-            state.active = active;
+            state.idle = idle;
             state.idle_since = now;
         }
     }
@@ -267,7 +268,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         }
     }
 
-    /// Gives a fresh window to every active peer that stalled; true if one
+    /// Gives a fresh window to every idle peer that stalled; true if one
     /// did (its session has something to announce).
     pub fn poll(&mut self, now: Instant) -> bool {
         if self.over {
@@ -278,7 +279,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             .peers
             .iter()
             .filter(|(_, s)| {
-                !s.all && s.active && now.saturating_duration_since(s.idle_since) >= stall
+                !s.all && s.idle && now.saturating_duration_since(s.idle_since) >= stall
             })
             .map(|(p, _)| p.clone())
             .collect();
@@ -597,19 +598,20 @@ mod tests {
     }
 
     #[test]
-    fn a_stalled_active_peer_gets_a_fresh_window() {
+    fn a_stalled_idle_peer_gets_a_fresh_window() {
         let mut s = seeder();
         let t0 = Instant::now();
         let windows = swarm(&mut s, 2, t0);
         // Peer 1 can request but does not (it got its pieces elsewhere).
-        s.set_active(&1, true, t0);
+        s.set_idle(&1, true, t0);
         assert!(!s.poll(t0 + Duration::from_millis(500)));
         assert_eq!(s.take_reveal(&1), Reveal::Nothing);
         assert!(s.poll(t0 + Duration::from_secs(1)));
         let fresh = pieces_of(&s.take_reveal(&1), 64);
         assert_eq!(fresh.len(), 4);
         assert!(fresh.iter().all(|p| !windows[&1].contains(p)));
-        // Peer 2 is choked: its clock does not run.
+        // Peer 2 is not idle (choked, or busy with our requests): its clock
+        // does not run.
         s.poll(t0 + Duration::from_secs(5));
         assert_eq!(s.take_reveal(&2), Reveal::Nothing);
         s.check_invariants();
@@ -646,7 +648,7 @@ mod tests {
                         s.add_peer(peer, now);
                     }
                     1 => s.remove_peer(&peer),
-                    2 => s.set_active(&peer, rng.below(2) == 0, now),
+                    2 => s.set_idle(&peer, rng.below(2) == 0, now),
                     3 => {
                         s.poll(now);
                     }

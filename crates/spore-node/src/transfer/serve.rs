@@ -338,6 +338,9 @@ async fn serve_inner(
             }
             last_sent = Instant::now();
         }
+        if let Some(s) = &mut seeding {
+            s.set_idle(unchoked && interested && queue.is_empty() && sending.is_none());
+        }
         let idle_deadline = tokio::time::Instant::from_std(last_heard + IDLE_TIMEOUT);
         let ping_deadline = tokio::time::Instant::from_std(last_sent + PING_AFTER);
         tokio::select! {
@@ -356,12 +359,10 @@ async fn serve_inner(
                 match ev {
                     ChokeEvent::Unchoke(_) if !unchoked => {
                         unchoked = true;
-                        set_active(seeding.as_ref(), unchoked && interested);
                         wr.send(&Message::Unchoke).await?;
                     }
                     ChokeEvent::Choke(_) if unchoked => {
                         unchoked = false;
-                        set_active(seeding.as_ref(), false);
                         wr.send(&Message::Choke).await?;
                         for req in queue.drain(..) {
                             let msg = Message::Response { id: req.id, status: Status::Choked };
@@ -486,7 +487,6 @@ async fn serve_inner(
                             wr.send(&Message::Unchoke).await?;
                             last_sent = Instant::now();
                         }
-                        set_active(seeding.as_ref(), unchoked && interested);
                     }
                     Message::Ping { nonce } => {
                         wr.send(&Message::Pong { nonce }).await?;
@@ -510,13 +510,6 @@ async fn serve_inner(
         lock(&shared.choker).end_request(&peer);
     }
     result
-}
-
-/// Tells super-seeding whether the peer may request now.
-fn set_active(seeding: Option<&Seeding>, active: bool) {
-    if let Some(s) = seeding {
-        s.set_active(active, Instant::now());
-    }
 }
 
 /// Announces what super-seeding reveals to this session. The session's first

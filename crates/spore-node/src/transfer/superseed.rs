@@ -32,6 +32,8 @@ pub(super) struct Seeding {
     hash: Hash,
     size: u64,
     session: u64,
+    /// What the state machine was last told by `set_idle`.
+    idle: bool,
     wake: watch::Receiver<()>,
 }
 
@@ -66,6 +68,7 @@ impl Seeding {
             hash,
             size,
             session,
+            idle: false,
             wake,
         })
     }
@@ -101,9 +104,13 @@ impl Seeding {
         });
     }
 
-    /// Whether the peer may request now (unchoked and interested).
-    pub(super) fn set_active(&self, active: bool, now: Instant) {
-        self.with(|blob| blob.machine.set_active(&self.session, active, now));
+    /// Whether the peer is idle with us: it may request and has no request
+    /// pending. Cheap when nothing changed (called on every session event).
+    pub(super) fn set_idle(&mut self, idle: bool) {
+        if self.idle != idle {
+            self.idle = idle;
+            self.with(|blob| blob.machine.set_idle(&self.session, idle, Instant::now()));
+        }
     }
 
     /// Resolves when some change may have given this session something to
