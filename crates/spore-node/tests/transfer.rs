@@ -239,6 +239,61 @@ async fn a_seed_that_leaves_halfway() {
     b.node.shutdown().await;
 }
 
+/// A shared file damaged on disk (same size and mtime, so only hashing
+/// notices): the seed never sends the bad groups, re-hashes its copy after
+/// the first failed read, marks it broken and withdraws it; the download
+/// completes from the other seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_whose_copy_is_damaged_withdraws_it() {
+    let content = data(8 * MIB, 13);
+    let damaged = start(fast()).await;
+    let path = damaged.dir.path().join("shared.bin");
+    std::fs::write(&path, &content).unwrap();
+    let store = damaged.node.store().clone();
+    let add_path = path.clone();
+    let added = tokio::task::spawn_blocking(move || {
+        store.add_path(&add_path, spore_store::ImportMode::InPlace, &())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let hash = added.hash;
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        for mib in 0..8 {
+            let at = mib * MIB + 100;
+            file.seek(SeekFrom::Start(at)).unwrap();
+            file.write_all(&[!content[at as usize]]).unwrap();
+        }
+        file.set_modified(mtime).unwrap();
+    }
+    let intact = start(limited(MIB / 2)).await;
+    seed_with(&intact, &content).await;
+    let leecher = start(fast()).await;
+    let handle = leecher.node.download(
+        hash,
+        vec![provider(&damaged).await, provider(&intact).await],
+    );
+    let progress = wait(&handle, 60).await;
+    eprintln!("sources: {:?}", progress.sources);
+    assert_stored(&leecher, hash, &content).await;
+    assert!(
+        progress.sources.iter().all(|s| s.bad_groups == 0),
+        "a damaged group reached the wire: {:?}",
+        progress.sources
+    );
+    let state = damaged.node.store().get(&hash).unwrap().unwrap().state;
+    assert!(
+        matches!(state, spore_store::BlobState::Broken(_)),
+        "the damaged copy is still {state:?}"
+    );
+    for n in [damaged, intact, leecher] {
+        n.node.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_liar_is_banned_and_the_download_completes() {
     let content = data(8 * MIB, 5);

@@ -366,6 +366,8 @@ pub(crate) struct Shared {
     pub(crate) serve_sessions: Mutex<HashMap<PeerId, HashMap<u64, ChokeControl>>>,
     pub(crate) uploads: Mutex<UploadStats>,
     pub(crate) super_seeds: Mutex<superseed::SuperSeeds>,
+    /// Complete blobs being re-hashed after a failed read.
+    pub(crate) rechecking: Mutex<std::collections::HashSet<Hash>>,
     /// Bytes of chunk groups downloaded and verified (new ones only).
     pub(crate) downloaded: std::sync::atomic::AtomicU64,
     pub(crate) tasks: Mutex<JoinSet<()>>,
@@ -462,6 +464,7 @@ impl Transfer {
             serve_sessions: Mutex::new(HashMap::new()),
             uploads: Mutex::new(UploadStats::default()),
             super_seeds: Mutex::new(HashMap::new()),
+            rechecking: Mutex::new(std::collections::HashSet::new()),
             downloaded: std::sync::atomic::AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),
         });

@@ -422,10 +422,13 @@ async fn serve_inner(
                     }
                     None => {
                         let id = s.id;
+                        let mut damaged = false;
                         let status = match (&mut s.encoder).await {
                             Ok(Ok(())) => Status::Ok,
                             Ok(Err(e)) => {
                                 tracing::warn!(%hash, "serving {id} failed: {e}");
+                                damaged = matches!(source, Source::Complete(_))
+                                    && !still_intact(shared, hash).await;
                                 Status::Internal
                             }
                             Err(_) => Status::Internal,
@@ -442,6 +445,11 @@ async fn serve_inner(
                         session.send(&msg).map_err(violation)?;
                         wr.send(&msg).await?;
                         last_sent = Instant::now();
+                        if damaged {
+                            // Withdraw what we announced; a later session finds it broken.
+                            wr.send(&Message::DontHave { hash }).await?;
+                            break Err(Close::With(ErrorCode::NotFound, "our copy is damaged".into()));
+                        }
                     }
                 }
             }
@@ -510,6 +518,31 @@ async fn serve_inner(
         lock(&shared.choker).end_request(&peer);
     }
     result
+}
+
+/// After a complete blob failed to encode: re-hashes it (the store marks a
+/// damaged copy broken, so it is no longer served or provided) and says
+/// whether it is still intact. One check per blob at a time; a session whose
+/// blob is being checked by another takes it as damaged, and its peer asks
+/// again later.
+async fn still_intact(shared: &Arc<Shared>, hash: Hash) -> bool {
+    if !lock(&shared.rechecking).insert(hash) {
+        return false;
+    }
+    let store = shared.store.clone();
+    let verified = tokio::task::spawn_blocking(move || store.verify(&hash)).await;
+    lock(&shared.rechecking).remove(&hash);
+    match verified {
+        Ok(Ok(v)) => {
+            tracing::info!(%hash, "re-verified after a failed read: {v:?}");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%hash, "our copy is damaged, no longer serving it: {e}");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// Announces what super-seeding reveals to this session. The session's first
