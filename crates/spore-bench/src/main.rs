@@ -1,9 +1,10 @@
 //! Benchmarks that print numbers side by side with the reference tools named
 //! in DESIGN.md §8. They are commands, not tests: nothing here asserts a time.
 //!
-//! `cargo run --release -p spore-bench -- import|transfer|compare|streaming` (see docs/benchmarks.md).
+//! `cargo run --release -p spore-bench -- import|transfer|compare|streaming|footprint` (see docs/benchmarks.md).
 
 mod compare;
+mod footprint;
 mod import;
 mod streaming;
 mod transfer;
@@ -33,6 +34,9 @@ enum Bench {
     /// Time to the first 4 MiB and seek latency of remote content read
     /// through a node's HTTP gateway (loopback, a fresh node per run).
     Streaming(streaming::Args),
+    /// Start-up time and memory of the real `spore` binary: idle, and while
+    /// moving a blob between two node processes at 1 Gbit/s.
+    Footprint(footprint::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Transfer(args) => transfer::run(args),
         Bench::Compare(args) => compare::run(args),
         Bench::Streaming(args) => streaming::run(args),
+        Bench::Footprint(args) => footprint::run(args),
     }
 }
