@@ -225,6 +225,13 @@ impl NetHandle {
         .await?
     }
 
+    /// Peers this node's record store holds as providers of `hash` (its own
+    /// announcement and those other peers stored here), for diagnostics.
+    pub async fn stored_providers(&self, hash: Hash) -> Result<Vec<PeerId>, NetError> {
+        self.ask(COMMAND_TIMEOUT, |tx| Command::StoredProviders { hash, tx })
+            .await
+    }
+
     /// Stops announcing `hash` (others forget us when their records expire).
     pub async fn stop_providing(&self, hash: Hash) -> Result<(), NetError> {
         self.ask(COMMAND_TIMEOUT, |tx| Command::StopProviding { hash, tx })
