@@ -1487,9 +1487,12 @@ impl Actor {
             }
             QueryResult::StartProviding(r) => {
                 if let Err(e) = &r {
-                    // The record is stored locally and republished; a
-                    // timeout only means fewer peers got it this time.
-                    tracing::debug!(error = %e, "provider announcement incomplete");
+                    // libp2p-kad 0.49 sends the record only once its
+                    // closest-peers phase has finished: a timeout there
+                    // means no other node got it until the next republish
+                    // (`provider_publication_interval_secs`). The record is
+                    // kept locally either way.
+                    tracing::info!(error = %e, "provider announcement timed out; maybe stored on no other node");
                 }
                 if step.last
                     && let Some(PendingQuery::StartProviding { tx }) = self.queries.remove(&id)
