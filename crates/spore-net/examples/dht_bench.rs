@@ -3,7 +3,14 @@
 //! Prints lookup latency (ms and Kademlia requests until the first provider,
 //! p50/p99), success rate, and RSS per idle node.
 //!
-//! `cargo run --release -p spore-net --example dht_bench -- --nodes 100,500 [--processes 4] [--lookups 300] [--keys 50] [--phase-timeout 600] [--idle-timeout 10]`
+//! `cargo run --release -p spore-net --example dht_bench -- --nodes 100,500 [--processes 4] [--lookups 300] [--keys 50] [--phase-timeout 600] [--idle-timeout 10] [--refresh]`
+//!
+//! With `--refresh`, every node runs one Kademlia bootstrap after the join,
+//! as libp2p's periodic bootstrap does every 5 minutes (on the loaded 2-core
+//! machine this phase did not finish within 400 s at 500 nodes, so it is
+//! off by default). For each failed lookup
+//! the benchmark records how it ended and how close it got to the nodes
+//! holding the provider record, and prints a breakdown.
 //!
 //! The nodes are spread over `--processes` OS processes (children of this
 //! one, running this same binary with `--child`), because one process
@@ -21,6 +28,7 @@
 mod common;
 
 use std::{
+    collections::{BTreeMap, HashMap},
     io::{BufRead, BufReader, Write},
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc,
@@ -67,7 +75,13 @@ fn bench_config(idle_timeout_secs: u64) -> NetConfig {
         // a real network; longer timeouts keep hundreds of sockets per
         // process open.
         idle_connection_timeout_secs: idle_timeout_secs,
-        kad_query_timeout_secs: 10,
+        // The budget of provide and bootstrap queries (lookups have their
+        // own 10 s deadline below). libp2p-kad stores a provider record
+        // only after its closest-peers phase ends in time: a provide that
+        // times out there is stored on no other node. With a 10 s budget
+        // and ~1.7 s round trips on this overloaded machine, most keys of
+        // the 500-node run were held by their provider alone.
+        kad_query_timeout_secs: 60,
         ..NetConfig::for_tests()
     }
 }
@@ -100,6 +114,7 @@ fn main() {
     let processes = args.parse_or("--processes", 1usize).max(1);
     let phase_timeout = Duration::from_secs(args.parse_or("--phase-timeout", 600u64).max(10));
     let idle_timeout = args.parse_or("--idle-timeout", 10u64).max(1);
+    let refresh = std::env::args().any(|a| a == "--refresh");
     for n in args.sizes("100,500") {
         if let Err(e) = parent::run(
             n,
@@ -108,6 +123,7 @@ fn main() {
             keys,
             phase_timeout,
             idle_timeout,
+            refresh,
         ) {
             println!("== {n} nodes: FAILED: {e} ==");
         }
@@ -231,6 +247,7 @@ mod parent {
         keys: usize,
         timeout: Duration,
         idle_timeout: u64,
+        refresh: bool,
     ) -> Result<(), String> {
         let t0 = Instant::now();
         let (lines_tx, lines) = mpsc::sync_channel(4096);
@@ -251,6 +268,11 @@ mod parent {
         }
         let all: Vec<usize> = (0..processes).collect();
         let started = kids.collect("started", &all)?;
+        let all_peers: Vec<PeerId> = started
+            .iter()
+            .flat_map(|v| v["peers"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p.as_str()?.parse().ok())
+            .collect();
         let nodes: usize = started
             .iter()
             .filter_map(|v| v["nodes"].as_u64())
@@ -271,6 +293,27 @@ mod parent {
             .collect();
         let rss_idle: u64 = joined.iter().filter_map(|v| v["rss_idle"].as_u64()).sum();
         let idle_cpu: f64 = joined.iter().filter_map(|v| v["idle_cpu"].as_f64()).sum();
+        let mut refreshed_tables: Vec<u64> = Vec::new();
+        let mut refresh_secs = 0.0f64;
+        if refresh {
+            for i in 0..processes {
+                kids.send_to(
+                    i,
+                    &json!({"cmd": "refresh", "processes": processes, "concurrency": (16 / processes).max(2)}),
+                )?;
+            }
+            for v in kids.collect("refreshed", &all)? {
+                refresh_secs = refresh_secs.max(v["secs"].as_f64().unwrap_or(0.0));
+                refreshed_tables.extend(
+                    v["tables"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(Value::as_u64),
+                );
+            }
+        }
 
         // Keys go to processes in proportion to their nodes; each child
         // picks random local nodes to provide them and says which.
@@ -286,6 +329,23 @@ mod parent {
         if provided.is_empty() {
             return Err("no key was provided".into());
         }
+        let key_ids: Vec<u64> = provided.iter().filter_map(|v| v[0].as_u64()).collect();
+        for i in 0..processes {
+            kids.send_to(i, &json!({"cmd": "holders", "keys": key_ids}))?;
+        }
+        let mut holders: HashMap<u64, Vec<PeerId>> = HashMap::new();
+        for v in kids.collect("holders", &all)? {
+            for h in v["holders"].as_array().cloned().unwrap_or_default() {
+                let Some(k) = h[0].as_u64() else { continue };
+                holders.entry(k).or_default().extend(
+                    h[1].as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|p| p.as_str()?.parse::<PeerId>().ok()),
+                );
+            }
+        }
         for i in 0..processes {
             let count = lookups * share(i) / n.max(1);
             kids.send_to(
@@ -299,17 +359,30 @@ mod parent {
         let mut ms: Vec<f64> = Vec::new();
         let mut reqs: Vec<u64> = Vec::new();
         let mut rtts: Vec<f64> = Vec::new();
+        let mut failed: Vec<Value> = Vec::new();
+        let mut tables_at_lookup: Vec<u64> = Vec::new();
+        let mut conn_errors: BTreeMap<String, u64> = BTreeMap::new();
         for v in &looked {
             for r in v["results"].as_array().cloned().unwrap_or_default() {
                 total += 1;
-                if r[0].as_bool() == Some(true) {
-                    ok += 1;
+                if let Some(t) = r["table"].as_u64() {
+                    tables_at_lookup.push(t);
                 }
-                if let Some(us) = r[1].as_u64() {
+                if r["ok"].as_bool() == Some(true) {
+                    ok += 1;
+                } else {
+                    failed.push(r.clone());
+                }
+                if let Some(us) = r["us"].as_u64() {
                     ms.push(us as f64 / 1000.0);
                 }
-                if let Some(q) = r[2].as_u64() {
+                if let Some(q) = r["req_first"].as_u64() {
                     reqs.push(q);
+                }
+            }
+            if let Some(m) = v["connection_errors"].as_object() {
+                for (cause, n) in m {
+                    *conn_errors.entry(cause.clone()).or_default() += n.as_u64().unwrap_or(0);
                 }
             }
             rtts.extend(
@@ -346,6 +419,14 @@ mod parent {
             percentile(&mut tables, 0.5).unwrap_or(0),
             percentile(&mut tables, 1.0).unwrap_or(0),
         );
+        if refresh {
+            println!(
+                "after one bootstrap on every node ({refresh_secs:.1}s): routing table size min/p50/max {}/{}/{}",
+                percentile(&mut refreshed_tables, 0.0).unwrap_or(0),
+                percentile(&mut refreshed_tables, 0.5).unwrap_or(0),
+                percentile(&mut refreshed_tables, 1.0).unwrap_or(0),
+            );
+        }
         println!(
             "lookups {total} over {} keys: success {ok}/{total} ({:.2}%)",
             provided.len(),
@@ -361,6 +442,15 @@ mod parent {
             percentile(&mut reqs, 0.5).unwrap_or(0),
             percentile(&mut reqs, 0.99).unwrap_or(0)
         );
+        println!(
+            "routing table of the asking node at lookup time: min/p50/max {}/{}/{}",
+            percentile(&mut tables_at_lookup, 0.0).unwrap_or(0),
+            percentile(&mut tables_at_lookup, 0.5).unwrap_or(0),
+            percentile(&mut tables_at_lookup, 1.0).unwrap_or(0),
+        );
+        print_holders(n, &holders, &all_peers, &provided);
+        print_failures(n, &failed, &holders, &all_peers);
+        println!("connection errors (all nodes, whole run): {conn_errors:?}");
         println!("CPU while idle: {idle_cpu:.0}% of one core for {nodes} nodes");
         println!(
             "RSS: {:.1} MiB for {nodes} idle nodes = {:.2} MiB per node (each process's growth after start-up, summed)",
@@ -373,6 +463,134 @@ mod parent {
         );
         Ok(())
     }
+}
+
+/// Kademlia's distance between a peer and a provider key (XOR of SHA-256s).
+fn distance(peer: &PeerId, key: &Hash) -> libp2p::kad::KBucketDistance {
+    let k = libp2p::kad::KBucketKey::new(libp2p::kad::RecordKey::new(key.as_bytes()));
+    libp2p::kad::KBucketKey::from(*peer).distance(&k)
+}
+
+/// Rank (0 = closest) of each peer of `all` by distance to `key`.
+fn ranks(all: &[PeerId], key: &Hash) -> HashMap<PeerId, usize> {
+    let mut by_distance: Vec<(libp2p::kad::KBucketDistance, PeerId)> =
+        all.iter().map(|p| (distance(p, key), *p)).collect();
+    by_distance.sort();
+    by_distance
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, p))| (p, i))
+        .collect()
+}
+
+fn key_of(total_nodes: usize, k: u64) -> Hash {
+    key_hash(total_nodes, k as usize)
+}
+
+/// How many nodes hold each key's provider record, and whether they are the
+/// 20 closest to the key (where a lookup looks).
+fn print_holders(
+    n: usize,
+    holders: &HashMap<u64, Vec<PeerId>>,
+    all: &[PeerId],
+    provided: &[Value],
+) {
+    let mut counts: Vec<usize> = Vec::new();
+    let mut in_top20: Vec<usize> = Vec::new();
+    for v in provided {
+        let Some(k) = v[0].as_u64() else { continue };
+        let key = key_of(n, k);
+        let rank = ranks(all, &key);
+        let hs = holders.get(&k).cloned().unwrap_or_default();
+        counts.push(hs.len());
+        in_top20.push(
+            hs.iter()
+                .filter(|p| rank.get(p).is_some_and(|r| *r < 20))
+                .count(),
+        );
+    }
+    println!(
+        "provider records per key: holders min/p50/max {}/{}/{}; of them among the key's 20 closest nodes min/p50/max {}/{}/{}",
+        percentile(&mut counts, 0.0).unwrap_or(0),
+        percentile(&mut counts, 0.5).unwrap_or(0),
+        percentile(&mut counts, 1.0).unwrap_or(0),
+        percentile(&mut in_top20, 0.0).unwrap_or(0),
+        percentile(&mut in_top20, 0.5).unwrap_or(0),
+        percentile(&mut in_top20, 1.0).unwrap_or(0),
+    );
+}
+
+/// Why the failed lookups failed: how each ended, its request failures,
+/// the asker's routing table, and how close to the key it got compared with
+/// where the records are.
+fn print_failures(n: usize, failed: &[Value], holders: &HashMap<u64, Vec<PeerId>>, all: &[PeerId]) {
+    if failed.is_empty() {
+        println!("failed lookups: none");
+        return;
+    }
+    let mut by_end: BTreeMap<String, usize> = BTreeMap::new();
+    let mut with_failures = 0usize;
+    let mut failures: Vec<u64> = Vec::new();
+    let mut requests: Vec<u64> = Vec::new();
+    let mut tables: Vec<u64> = Vec::new();
+    let mut elapsed: Vec<u64> = Vec::new();
+    let mut reached_holder = 0usize;
+    let mut best_rank: Vec<usize> = Vec::new();
+    let mut no_closest = 0usize;
+    for r in failed {
+        *by_end
+            .entry(r["end"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+        let f = r["failures"].as_u64().unwrap_or(0);
+        if f > 0 {
+            with_failures += 1;
+        }
+        failures.push(f);
+        requests.push(r["requests"].as_u64().unwrap_or(0));
+        tables.push(r["table"].as_u64().unwrap_or(0));
+        elapsed.push(r["elapsed_ms"].as_u64().unwrap_or(0));
+        let Some(k) = r["key"].as_u64() else { continue };
+        let closest: Vec<PeerId> = r["closest"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.as_str()?.parse().ok())
+            .collect();
+        if closest.is_empty() {
+            no_closest += 1;
+            continue;
+        }
+        let hs = holders.get(&k).cloned().unwrap_or_default();
+        if closest.iter().any(|p| hs.contains(p)) {
+            reached_holder += 1;
+        }
+        let rank = ranks(all, &key_of(n, k));
+        if let Some(best) = closest.iter().filter_map(|p| rank.get(p)).min() {
+            best_rank.push(*best);
+        }
+    }
+    println!(
+        "failed lookups: {} — how they ended: {by_end:?}",
+        failed.len()
+    );
+    println!(
+        "  with ≥1 failed request: {with_failures}; failed requests p50/max {}/{}; requests p50/max {}/{}; elapsed ms p50/max {}/{}",
+        percentile(&mut failures, 0.5).unwrap_or(0),
+        percentile(&mut failures, 1.0).unwrap_or(0),
+        percentile(&mut requests, 0.5).unwrap_or(0),
+        percentile(&mut requests, 1.0).unwrap_or(0),
+        percentile(&mut elapsed, 0.5).unwrap_or(0),
+        percentile(&mut elapsed, 1.0).unwrap_or(0),
+    );
+    println!(
+        "  asker's routing table p50/min {}/{}; closest peers reported by {} of them, {reached_holder} include a record holder; best rank reached (0 = the key's closest node) p50/max {}/{}",
+        percentile(&mut tables, 0.5).unwrap_or(0),
+        percentile(&mut tables, 0.0).unwrap_or(0),
+        failed.len() - no_closest,
+        percentile(&mut best_rank, 0.5).unwrap_or(0),
+        percentile(&mut best_rank, 1.0).unwrap_or(0),
+    );
 }
 
 /// One child process: runs its share of the nodes and does what the parent
@@ -457,7 +675,12 @@ mod child {
         let handles: Vec<NetHandle> = nodes.iter().map(|n| n.handle().clone()).collect();
         say(
             &mut out,
-            json!({"event": "started", "nodes": nodes.len(), "secs": t0.elapsed().as_secs_f64()}),
+            json!({
+                "event": "started",
+                "nodes": nodes.len(),
+                "secs": t0.elapsed().as_secs_f64(),
+                "peers": handles.iter().map(|h| h.local_peer_id().to_string()).collect::<Vec<_>>(),
+            }),
         )
         .await?;
 
@@ -480,6 +703,31 @@ mod child {
                     say(
                         &mut out,
                         json!({"event": "joined", "tables": tables, "rss_idle": rss_idle, "idle_cpu": idle_cpu}),
+                    )
+                    .await?;
+                }
+                Some("refresh") => {
+                    // One Kademlia bootstrap on every node once all have
+                    // joined: what libp2p's periodic bootstrap (every 5
+                    // minutes) does in a network older than this benchmark.
+                    // Early joiners otherwise only know the nodes that were
+                    // there when they joined, or that happened to ask them.
+                    let t = Instant::now();
+                    let concurrency = cmd["concurrency"].as_u64().unwrap_or(8).max(1) as usize;
+                    stream::iter(handles.iter())
+                        .for_each_concurrent(concurrency, |h| async move {
+                            let _ = h.bootstrap().await;
+                        })
+                        .await;
+                    let mut tables = Vec::with_capacity(handles.len());
+                    for h in &handles {
+                        tables.push(h.routing_table_size().await.unwrap_or(0));
+                    }
+                    let processes = cmd["processes"].as_u64().unwrap_or(1).max(1) as f64;
+                    settle_cpu(processes).await;
+                    say(
+                        &mut out,
+                        json!({"event": "refreshed", "tables": tables, "secs": t.elapsed().as_secs_f64()}),
                     )
                     .await?;
                 }
@@ -510,8 +758,45 @@ mod child {
                         .collect();
                     say(&mut out, json!({"event": "provided", "keys": list})).await?;
                 }
+                Some("holders") => {
+                    // Which local nodes store a provider record for each key
+                    // (after every process has provided).
+                    let keys: Vec<usize> = cmd["keys"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|k| k.as_u64().map(|k| k as usize))
+                        .collect();
+                    // Every (key, node) pair is one command to that node's
+                    // swarm task: asked concurrently, since one at a time
+                    // did not finish in 400 s on the loaded machine.
+                    let pairs: Vec<(usize, &NetHandle)> = keys
+                        .iter()
+                        .flat_map(|k| handles.iter().map(move |h| (*k, h)))
+                        .collect();
+                    let held: Vec<(usize, String)> = stream::iter(pairs)
+                        .map(|(k, handle)| async move {
+                            let stored = handle.stored_providers(key_hash(total, k)).await;
+                            stored
+                                .is_ok_and(|p| !p.is_empty())
+                                .then(|| (k, handle.local_peer_id().to_string()))
+                        })
+                        .buffer_unordered(64)
+                        .filter_map(|x| async move { x })
+                        .collect()
+                        .await;
+                    let mut by_key: BTreeMap<usize, Vec<String>> =
+                        keys.iter().map(|k| (*k, Vec::new())).collect();
+                    for (k, peer) in held {
+                        by_key.entry(k).or_default().push(peer);
+                    }
+                    let holders: Vec<Value> =
+                        by_key.into_iter().map(|(k, ids)| json!([k, ids])).collect();
+                    say(&mut out, json!({"event": "holders", "holders": holders})).await?;
+                }
                 Some("lookup") => {
-                    let keys: Vec<(Hash, PeerId)> = cmd["keys"]
+                    let keys: Vec<(usize, Hash, PeerId)> = cmd["keys"]
                         .as_array()
                         .cloned()
                         .unwrap_or_default()
@@ -519,16 +804,25 @@ mod child {
                         .filter_map(|v| {
                             let k = v[0].as_u64()? as usize;
                             let p: PeerId = v[1].as_str()?.parse().ok()?;
-                            Some((key_hash(total, k), p))
+                            Some((k, key_hash(total, k), p))
                         })
                         .collect();
                     let count = cmd["count"].as_u64().unwrap_or(0) as usize;
                     let concurrency = cmd["concurrency"].as_u64().unwrap_or(4).max(1) as usize;
                     let (results, rtts) =
                         lookups(&handles, &keys, count, concurrency, &mut rng).await;
+                    let mut conn_errors: std::collections::BTreeMap<String, u64> =
+                        Default::default();
+                    for h in &handles {
+                        if let Ok(st) = h.status().await {
+                            for (cause, n) in st.connection_errors {
+                                *conn_errors.entry(cause).or_default() += n;
+                            }
+                        }
+                    }
                     say(
                         &mut out,
-                        json!({"event": "looked_up", "results": results, "rtts_us": rtts}),
+                        json!({"event": "looked_up", "results": results, "rtts_us": rtts, "connection_errors": conn_errors}),
                     )
                     .await?;
                 }
@@ -589,7 +883,15 @@ mod child {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        // Busy below 60% of one core across all processes.
+        settle_cpu(processes).await;
+        let c0 = cpu_ticks();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        (tables, (cpu_ticks() - c0) as f64 / 5.0)
+    }
+
+    /// Waits (at most 180 s) until this process is busy below its share of
+    /// 60% of one core across all processes.
+    async fn settle_cpu(processes: f64) {
         let threshold = (60.0 / processes).max(5.0);
         let settle_deadline = Instant::now() + Duration::from_secs(180);
         loop {
@@ -600,9 +902,6 @@ mod child {
                 break;
             }
         }
-        let c0 = cpu_ticks();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        (tables, (cpu_ticks() - c0) as f64 / 5.0)
     }
 
     /// `count` lookups of random keys from random local nodes (never the
@@ -611,7 +910,7 @@ mod child {
     /// up to 20 local nodes, to express latency in round trips.
     async fn lookups(
         handles: &[NetHandle],
-        keys: &[(Hash, PeerId)],
+        keys: &[(usize, Hash, PeerId)],
         count: usize,
         concurrency: usize,
         rng: &mut Rng,
@@ -619,7 +918,7 @@ mod child {
         let mut jobs = Vec::with_capacity(count);
         if !keys.is_empty() {
             for _ in 0..count {
-                let (h, provider) = keys[rng.below(keys.len())];
+                let (k, h, provider) = keys[rng.below(keys.len())];
                 let mut from = rng.below(handles.len());
                 if handles[from].local_peer_id() == provider {
                     if handles.len() < 2 {
@@ -627,18 +926,33 @@ mod child {
                     }
                     from = (from + 1) % handles.len();
                 }
-                jobs.push((h, provider, handles[from].clone()));
+                jobs.push((k, h, provider, handles[from].clone()));
             }
         }
         let results: Vec<Value> = stream::iter(jobs)
-            .map(|(h, want, handle)| async move {
+            .map(|(k, h, want, handle)| async move {
                 match handle.lookup_providers(h, 1, Duration::from_secs(10)).await {
-                    Ok(l) => json!([
-                        l.providers.iter().any(|x| x.peer_id == want),
-                        l.stats.time_to_first.map(|d| d.as_micros() as u64),
-                        l.stats.requests_to_first,
-                    ]),
-                    Err(_) => json!([false, null, null]),
+                    Ok(l) => {
+                        let ok = l.providers.iter().any(|x| x.peer_id == want);
+                        json!({
+                            "ok": ok,
+                            "key": k,
+                            "us": l.stats.time_to_first.map(|d| d.as_micros() as u64),
+                            "req_first": l.stats.requests_to_first,
+                            "end": l.stats.end,
+                            "elapsed_ms": l.stats.elapsed.as_millis() as u64,
+                            "requests": l.stats.requests,
+                            "successes": l.stats.successes,
+                            "failures": l.stats.failures,
+                            "table": l.stats.routing_table_size,
+                            "closest": if ok {
+                                Vec::new()
+                            } else {
+                                l.closest_peers.iter().map(|p| p.to_string()).collect()
+                            },
+                        })
+                    }
+                    Err(e) => json!({"ok": false, "key": k, "end": "handle_error", "error": e.to_string()}),
                 }
             })
             .buffer_unordered(concurrency)

@@ -17,13 +17,15 @@ use std::{
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm,
+    allow_block_list::Blocked,
+    core::transport::TransportError,
     core::{ConnectedPoint, Endpoint, transport::ListenerId},
     identity::Keypair,
     kad::{self, QueryId, QueryResult, RecordKey},
     multiaddr::Protocol,
     rendezvous,
     swarm::{
-        ConnectionId, NetworkBehaviour, SwarmEvent,
+        ConnectionId, DialError, ListenError, NetworkBehaviour, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
@@ -43,11 +45,13 @@ use crate::{
     },
     config::NetConfig,
     handle::{NetError, StartError},
-    ip_limit::ip_of,
+    ip_limit::{TooManyFromIp, ip_of},
+    kad_guard,
     lan::LanDialer,
+    penalty::{Penalties, PenaltyPolicy},
     types::{
-        ConnectionInfo, Direction, DiscoverySource, LookupStats, NetEvent, NetStatus, PeerInfo,
-        Provider, ProviderLookup, Reachability, TransportKind,
+        ConnectionInfo, Direction, DiscoverySource, LookupEnd, LookupStats, NetEvent, NetStatus,
+        PeerInfo, Provider, ProviderLookup, Reachability, TransportKind,
     },
 };
 
@@ -105,6 +109,10 @@ pub(crate) enum Command {
     StopProviding {
         hash: Hash,
         tx: Reply<()>,
+    },
+    StoredProviders {
+        hash: Hash,
+        tx: Reply<Vec<PeerId>>,
     },
     FindProviders {
         hash: Hash,
@@ -205,6 +213,64 @@ struct Actor {
     /// relay circuit: for the reservation). One per call, each with a deadline.
     pending_listens: HashMap<ListenerId, (Instant, Reply<Result<Multiaddr, NetError>>)>,
     lan: LanDialer,
+    /// Failed connection attempts by cause (see [`dial_error_cause`]).
+    connection_errors: HashMap<&'static str, u64>,
+    /// Misbehaviour scores; banned peers are blocked in `bans`.
+    penalties: Penalties,
+}
+
+/// Copies Kademlia's request counters into our lookup statistics.
+fn record_query_stats(lookup: &mut LookupStats, kad: &kad::QueryStats) {
+    lookup.requests = kad.num_requests();
+    lookup.successes = kad.num_successes();
+    lookup.failures = kad.num_failures();
+}
+
+/// A short, fixed label for why a dial failed (counted in the status).
+fn dial_error_cause(error: &DialError) -> &'static str {
+    match error {
+        DialError::LocalPeerId { .. } => "outgoing: local peer id",
+        DialError::NoAddresses => "outgoing: no addresses",
+        DialError::DialPeerConditionFalse(_) => "outgoing: already dialling",
+        DialError::Aborted => "outgoing: aborted",
+        DialError::WrongPeerId { .. } => "outgoing: wrong peer id",
+        DialError::Denied { cause } if cause.downcast_ref::<TooManyFromIp>().is_some() => {
+            "outgoing: denied by per-IP limit"
+        }
+        DialError::Denied { cause } if cause.downcast_ref::<Blocked>().is_some() => {
+            "outgoing: peer banned"
+        }
+        DialError::Denied { .. } => "outgoing: denied by limits",
+        DialError::Transport(errors) => {
+            let io_kind = errors.iter().find_map(|(_, e)| match e {
+                TransportError::Other(io) => Some(io.kind()),
+                TransportError::MultiaddrNotSupported(_) => None,
+            });
+            match io_kind {
+                Some(std::io::ErrorKind::ConnectionRefused) => "outgoing: refused",
+                Some(std::io::ErrorKind::TimedOut) => "outgoing: timed out",
+                Some(_) => "outgoing: transport or handshake error",
+                None => "outgoing: address not supported",
+            }
+        }
+    }
+}
+
+/// A short, fixed label for why an inbound connection failed.
+fn listen_error_cause(error: &ListenError) -> &'static str {
+    match error {
+        ListenError::Aborted => "incoming: aborted",
+        ListenError::WrongPeerId { .. } => "incoming: wrong peer id",
+        ListenError::LocalPeerId { .. } => "incoming: local peer id",
+        ListenError::Denied { cause } if cause.downcast_ref::<TooManyFromIp>().is_some() => {
+            "incoming: denied by per-IP limit"
+        }
+        ListenError::Denied { cause } if cause.downcast_ref::<Blocked>().is_some() => {
+            "incoming: peer banned"
+        }
+        ListenError::Denied { .. } => "incoming: denied by limits",
+        ListenError::Transport(_) => "incoming: transport or handshake error",
+    }
 }
 
 fn now_unix() -> u64 {
@@ -331,6 +397,8 @@ pub(crate) fn start(
         relay_listeners: HashMap::new(),
         pending_listens: HashMap::new(),
         lan: LanDialer::default(),
+        connection_errors: HashMap::new(),
+        penalties: Penalties::new(PenaltyPolicy::default()),
     };
     let task = tokio::spawn(actor.run());
     Ok(Started {
@@ -436,7 +504,7 @@ impl Actor {
             if matches!(self.queries.get(&id), Some(PendingQuery::GetRecord { .. })) {
                 self.finish_get_record(id);
             } else {
-                self.finish_providers(id);
+                self.finish_providers(id, LookupEnd::Deadline, Vec::new());
             }
         }
         let overdue: Vec<ListenerId> = self
@@ -463,6 +531,10 @@ impl Actor {
             self.rendezvous_refresh();
         }
         self.dial_lan_peers();
+        for peer in self.penalties.lift_expired(now) {
+            tracing::info!(%peer, "ban ended");
+            self.swarm.behaviour_mut().bans.unblock_peer(peer);
+        }
         if self.book.is_dirty() && now.duration_since(self.last_book_save) >= BOOK_SAVE_EVERY {
             self.last_book_save = now;
             self.save_book();
@@ -568,6 +640,14 @@ impl Actor {
                     }
                 }
             }
+            Command::StoredProviders { hash, tx } => {
+                let key = RecordKey::new(hash.as_bytes());
+                let providers = kad::store::RecordStore::providers(
+                    self.swarm.behaviour_mut().kad.store_mut(),
+                    &key,
+                );
+                let _ = tx.send(providers.into_iter().map(|p| p.provider).collect());
+            }
             Command::StopProviding { hash, tx } => {
                 let key = RecordKey::new(hash.as_bytes());
                 self.swarm.behaviour_mut().kad.stop_providing(&key);
@@ -580,7 +660,9 @@ impl Actor {
                 tx,
             } => {
                 let key = RecordKey::new(hash.as_bytes());
-                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                let table: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+                let id = kad.get_providers(key);
                 self.queries.insert(
                     id,
                     PendingQuery::Providers {
@@ -590,7 +672,10 @@ impl Actor {
                         limit,
                         started: Instant::now(),
                         deadline: Instant::now() + timeout,
-                        stats: LookupStats::default(),
+                        stats: LookupStats {
+                            routing_table_size: u32::try_from(table).unwrap_or(u32::MAX),
+                            ..LookupStats::default()
+                        },
                     },
                 );
             }
@@ -716,6 +801,14 @@ impl Actor {
             provided_keys,
             remote_provider_keys,
             address_book_size: self.book.len(),
+            connection_errors: self
+                .connection_errors
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            malformed_messages: self.penalties.offences(),
+            penalised_peers: self.penalties.tracked(),
+            banned_peers: self.penalties.banned(Instant::now()),
         }
     }
 
@@ -790,13 +883,15 @@ impl Actor {
         }
     }
 
-    fn finish_providers(&mut self, id: QueryId) {
-        let requests = self
+    /// Answers a provider lookup with what it found. `closest_peers` is
+    /// what Kademlia reported when the query ended on its own.
+    fn finish_providers(&mut self, id: QueryId, end: LookupEnd, closest_peers: Vec<PeerId>) {
+        let live = self
             .swarm
             .behaviour_mut()
             .kad
             .query(&id)
-            .map(|q| q.stats().num_requests());
+            .map(|q| *q.stats());
         if let Some(PendingQuery::Providers {
             tx,
             found,
@@ -806,11 +901,15 @@ impl Actor {
         }) = self.queries.get_mut(&id)
             && let Some(tx) = tx.take()
         {
-            stats.requests = requests.unwrap_or(stats.requests);
+            if let Some(live) = live {
+                record_query_stats(stats, &live);
+            }
             stats.elapsed = started.elapsed();
+            stats.end = end;
             let _ = tx.send(Ok(ProviderLookup {
                 providers: std::mem::take(found),
                 stats: *stats,
+                closest_peers,
             }));
         }
         self.queries.remove(&id);
@@ -913,6 +1012,10 @@ impl Actor {
                 error,
             } => {
                 tracing::debug!(?peer_id, %error, "outgoing connection failed");
+                *self
+                    .connection_errors
+                    .entry(dial_error_cause(&error))
+                    .or_default() += 1;
                 match self.dials.remove(&connection_id) {
                     Some(PendingDial::Addr(tx)) => {
                         let _ = tx.send(Err(NetError::Dial(error.to_string())));
@@ -929,6 +1032,10 @@ impl Actor {
                 ..
             } => {
                 tracing::debug!(%send_back_addr, %error, "incoming connection failed");
+                *self
+                    .connection_errors
+                    .entry(listen_error_cause(&error))
+                    .or_default() += 1;
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 // The relay client confirms our circuit address once a relay
@@ -1108,7 +1215,8 @@ impl Actor {
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Limits(never)
+            BehaviourEvent::Bans(never)
+            | BehaviourEvent::Limits(never)
             | BehaviourEvent::IpLimits(never)
             | BehaviourEvent::KnownAddrs(never) => match never {},
             BehaviourEvent::Identify(libp2p::identify::Event::Received {
@@ -1125,7 +1233,12 @@ impl Actor {
                 }
             }
             BehaviourEvent::Ping(_) => {}
-            BehaviourEvent::Kad(e) => self.on_kad_event(e),
+            BehaviourEvent::Kad(kad_guard::Event::Kad(e)) => self.on_kad_event(e),
+            BehaviourEvent::Kad(kad_guard::Event::Malformed {
+                peer,
+                connection,
+                offence,
+            }) => self.on_misbehaviour(peer, connection, &offence.to_string()),
             BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(list)) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for (peer, addr) in list {
@@ -1210,6 +1323,24 @@ impl Actor {
         self.emit(NetEvent::PeerIdentified {
             peer_id: peer,
             protocols,
+        });
+    }
+
+    /// A peer sent a message a protocol rejects: it loses this connection
+    /// and scores down; at the threshold it is banned (blocked: every
+    /// connection closes and new ones are denied until the ban ends).
+    fn on_misbehaviour(&mut self, peer: PeerId, connection: ConnectionId, reason: &str) {
+        let verdict = self.penalties.offend(peer, Instant::now());
+        tracing::info!(%peer, reason, score = verdict.score, banned = verdict.banned_now, "peer misbehaved");
+        if verdict.banned_now {
+            self.swarm.behaviour_mut().bans.block_peer(peer);
+        } else {
+            self.swarm.close_connection(connection);
+        }
+        self.emit(NetEvent::PeerPenalised {
+            peer_id: peer,
+            reason: reason.to_owned(),
+            banned: verdict.banned_now,
         });
     }
 
@@ -1318,28 +1449,50 @@ impl Actor {
                     found,
                     limit,
                     started,
-                    stats,
+                    stats: lookup,
                     ..
                 }) = self.queries.get_mut(&id)
                 {
                     if found.is_empty() && !with_addrs.is_empty() {
-                        stats.requests_to_first = Some(requests);
-                        stats.time_to_first = Some(started.elapsed());
+                        lookup.requests_to_first = Some(requests);
+                        lookup.time_to_first = Some(started.elapsed());
                     }
-                    stats.requests = requests;
+                    record_query_stats(lookup, &stats);
                     found.extend(with_addrs);
                     done = found.len() >= *limit;
                 }
-                if done || step.last {
-                    self.finish_providers(id);
+                if done {
+                    self.finish_providers(id, LookupEnd::FoundEnough, Vec::new());
+                } else if step.last {
+                    self.finish_providers(id, LookupEnd::Exhausted, Vec::new());
                 }
             }
-            QueryResult::GetProviders(_) if step.last => self.finish_providers(id),
+            QueryResult::GetProviders(r) if step.last => {
+                if let Some(PendingQuery::Providers { stats: lookup, .. }) =
+                    self.queries.get_mut(&id)
+                {
+                    record_query_stats(lookup, &stats);
+                }
+                match r {
+                    Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { closest_peers }) => {
+                        self.finish_providers(id, LookupEnd::Exhausted, closest_peers);
+                    }
+                    Ok(kad::GetProvidersOk::FoundProviders { .. }) => {
+                        self.finish_providers(id, LookupEnd::Exhausted, Vec::new());
+                    }
+                    Err(kad::GetProvidersError::Timeout { closest_peers, .. }) => {
+                        self.finish_providers(id, LookupEnd::QueryTimeout, closest_peers);
+                    }
+                }
+            }
             QueryResult::StartProviding(r) => {
                 if let Err(e) = &r {
-                    // The record is stored locally and republished; a
-                    // timeout only means fewer peers got it this time.
-                    tracing::debug!(error = %e, "provider announcement incomplete");
+                    // libp2p-kad 0.49 sends the record only once its
+                    // closest-peers phase has finished: a timeout there
+                    // means no other node got it until the next republish
+                    // (`provider_publication_interval_secs`). The record is
+                    // kept locally either way.
+                    tracing::info!(error = %e, "provider announcement timed out; maybe stored on no other node");
                 }
                 if step.last
                     && let Some(PendingQuery::StartProviding { tx }) = self.queries.remove(&id)

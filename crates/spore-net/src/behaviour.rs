@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use libp2p::{
-    StreamProtocol, Swarm, autonat, connection_limits, dcutr, identify,
+    StreamProtocol, Swarm, allow_block_list, autonat, connection_limits, dcutr, identify,
     identity::Keypair,
     kad, mdns, noise, ping, relay, rendezvous,
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
@@ -18,6 +18,7 @@ use libp2p::{
 use crate::{
     config::NetConfig,
     ip_limit,
+    kad_guard::GuardedKad,
     store::{Limits, ProviderStore},
     tls,
 };
@@ -36,13 +37,16 @@ pub const KAD_MAX_PACKET: usize = 16 * 1024;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
-    // Limits first: they deny connections before other behaviours spend anything on them.
+    // Bans and limits first: they deny connections before other behaviours
+    // spend anything on them.
+    pub(crate) bans: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) ip_limits: ip_limit::Behaviour,
     pub(crate) known_addrs: crate::known_addrs::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
-    pub(crate) kad: kad::Behaviour<ProviderStore>,
+    /// Kademlia, with malformed inbound messages reported (see kad_guard.rs).
+    pub(crate) kad: GuardedKad,
     pub(crate) mdns: Toggle<crate::mdns::Mdns>,
     pub(crate) rendezvous: rendezvous::client::Behaviour,
     pub(crate) rendezvous_server: Toggle<rendezvous::server::Behaviour>,
@@ -130,12 +134,13 @@ fn behaviour(
         .then(autonat::v2::server::Behaviour::default);
 
     Ok(Behaviour {
+        bans: allow_block_list::Behaviour::default(),
         limits: connection_limits::Behaviour::new(limits),
         ip_limits: ip_limit::Behaviour::new(cfg.max_connections_per_ip),
         known_addrs: Default::default(),
         identify,
         ping: ping::Behaviour::new(ping::Config::new()),
-        kad,
+        kad: GuardedKad::new(kad),
         mdns: mdns.into(),
         rendezvous: rendezvous::client::Behaviour::new(key.clone()),
         rendezvous_server: rendezvous_server.into(),

@@ -56,7 +56,9 @@ pub struct NetConfig {
     /// Force Kademlia server (`Some(true)`) or client (`Some(false)`) mode;
     /// `None` lets libp2p switch to server once an external address is confirmed.
     pub kad_server_mode: Option<bool>,
-    /// Upper bound of every Kademlia query.
+    /// Upper bound of every Kademlia query. Provider lookups also end at
+    /// their caller's deadline; a provider announcement stores its record
+    /// on other nodes only if its closest-peers phase ends within this.
     pub kad_query_timeout_secs: u64,
     /// How often Kademlia itself republishes our provider records (`None`: never).
     pub provider_publication_interval_secs: Option<u64>,

@@ -214,15 +214,24 @@ impl NetHandle {
     }
 
     /// Announces that we provide `hash`, and waits until the announcement
-    /// reached the closest peers (or the query timed out, which is not an
-    /// error: the record is stored locally and republished). Bound your own
-    /// concurrency when announcing many keys (e.g. 8 at a time).
+    /// reached the closest peers, or the query timed out (not reported as
+    /// an error: the record is kept locally and republished, but a timeout
+    /// in the closest-peers phase, which libp2p-kad runs first, means no
+    /// other node stored it; `kad_query_timeout_secs` is that budget). Bound
+    /// your own concurrency when announcing many keys (e.g. 8 at a time).
     pub async fn start_providing(&self, hash: Hash) -> Result<(), NetError> {
         self.ask(COMMAND_TIMEOUT * 2, |tx| Command::StartProviding {
             hash,
             tx,
         })
         .await?
+    }
+
+    /// Peers this node's record store holds as providers of `hash` (its own
+    /// announcement and those other peers stored here), for diagnostics.
+    pub async fn stored_providers(&self, hash: Hash) -> Result<Vec<PeerId>, NetError> {
+        self.ask(COMMAND_TIMEOUT, |tx| Command::StoredProviders { hash, tx })
+            .await
     }
 
     /// Stops announcing `hash` (others forget us when their records expire).

@@ -20,10 +20,12 @@ mod handle;
 pub mod hint;
 pub mod identity;
 pub mod ip_limit;
+mod kad_guard;
 mod known_addrs;
 mod lan;
 mod mdns;
 pub mod multi_value;
+pub mod penalty;
 pub mod store;
 mod tls;
 mod types;
@@ -42,6 +44,6 @@ pub use identity::{NodeSigner, peer_id_from_ed25519, verify_by_peer};
 pub use libp2p::{Multiaddr, PeerId, Stream, multiaddr};
 pub use tokio_util::sync::CancellationToken;
 pub use types::{
-    ConnectionInfo, Direction, DiscoverySource, LookupStats, NetEvent, NetStatus, PeerInfo,
-    Provider, ProviderLookup, Reachability, TransportKind,
+    ConnectionInfo, Direction, DiscoverySource, LookupEnd, LookupStats, NetEvent, NetStatus,
+    PeerInfo, Provider, ProviderLookup, Reachability, TransportKind,
 };

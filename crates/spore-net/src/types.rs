@@ -4,7 +4,7 @@
 //! crate) but nothing else from libp2p, so callers stay libp2p-free. They
 //! must stay cheap to clone and hold no handles to the swarm.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
@@ -102,6 +102,16 @@ pub struct NetStatus {
     /// Keys we remember providers for, for other peers.
     pub remote_provider_keys: usize,
     pub address_book_size: usize,
+    /// Failed connection attempts since start, by direction and cause
+    /// (`"outgoing: refused"`, `"incoming: denied by limits"`, …). The
+    /// causes are a fixed set, so the map stays small.
+    pub connection_errors: BTreeMap<String, u64>,
+    /// Malformed or oversized protocol messages received since start.
+    pub malformed_messages: u64,
+    /// Peers with a misbehaviour score (see `penalty.rs`).
+    pub penalised_peers: usize,
+    /// Peers banned right now.
+    pub banned_peers: usize,
 }
 
 /// A peer that provides some content, and where to reach it.
@@ -124,6 +134,31 @@ pub struct LookupStats {
     pub requests: u32,
     /// Time until the lookup answered.
     pub elapsed: Duration,
+    /// Requests that were answered.
+    pub successes: u32,
+    /// Requests that failed: the peer could not be dialled, refused or
+    /// reset the stream, or did not answer within Kademlia's request timeout.
+    pub failures: u32,
+    /// Peers in our routing table when the lookup started.
+    pub routing_table_size: u32,
+    /// Why the lookup stopped.
+    pub end: LookupEnd,
+}
+
+/// Why a provider lookup stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LookupEnd {
+    /// As many providers as asked for were found.
+    #[default]
+    FoundEnough,
+    /// The query ran out of closer peers to ask (it converged, or every
+    /// candidate failed).
+    Exhausted,
+    /// Kademlia's own query timeout ended it.
+    QueryTimeout,
+    /// The caller's deadline ended it.
+    Deadline,
 }
 
 /// Providers found by a lookup, with its statistics.
@@ -131,6 +166,10 @@ pub struct LookupStats {
 pub struct ProviderLookup {
     pub providers: Vec<Provider>,
     pub stats: LookupStats,
+    /// When the query finished on its own: the closest peers to the key it
+    /// got answers from (at most k), closest first. Empty otherwise.
+    #[serde(serialize_with = "ser_display_vec")]
+    pub closest_peers: Vec<PeerId>,
 }
 
 /// How a peer was found.
@@ -171,6 +210,14 @@ pub enum NetEvent {
     /// DCUtR turned a relayed connection to the peer into a direct one.
     HolePunchSucceeded {
         peer_id: PeerId,
+    },
+    /// The peer sent something our protocols reject: it was disconnected
+    /// and its misbehaviour score went up; at the threshold it is banned
+    /// (its connections are denied until the ban ends).
+    PeerPenalised {
+        peer_id: PeerId,
+        reason: String,
+        banned: bool,
     },
     /// DCUtR could not; the relayed connection stays in use.
     HolePunchFailed {

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{start, tcp_addr};
+use common::{start, start_with, tcp_addr, wait_for_status};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use spore_net::{NetConfig, NetError};
 
@@ -67,11 +67,7 @@ async fn open_and_accept_raw_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_ip_limit_refuses_extra_inbound_connections() {
     common::init_tracing();
-    let target = start(NetConfig {
-        max_connections_per_ip: Some(2),
-        ..NetConfig::for_tests()
-    })
-    .await;
+    let target = start_with(|c| c.max_connections_per_ip = Some(2)).await;
     let addr = tcp_addr(&target).await;
     let mut clients = Vec::new();
     let mut ok = 0;
@@ -93,15 +89,8 @@ async fn per_ip_limit_refuses_extra_inbound_connections() {
     // Closing one frees a slot.
     let first = clients.remove(0);
     first.shutdown().await;
-    let h = target.handle().clone();
-    common::wait_until(Duration::from_secs(5), "slot freed", || {
-        let h = h.clone();
-        async move {
-            h.status()
-                .await
-                .map(|s| s.connected_peers == 1)
-                .unwrap_or(false)
-        }
+    wait_for_status(target.handle(), Duration::from_secs(5), "slot freed", |s| {
+        s.connected_peers == 1
     })
     .await;
     assert!(clients[2].handle().dial(addr).await.is_ok());

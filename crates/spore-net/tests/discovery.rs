@@ -5,7 +5,7 @@ mod common;
 
 use std::{net::IpAddr, time::Duration};
 
-use common::{start, tcp_addr, wait_until};
+use common::{has_peer, start_with, tcp_addr, wait_for_peers};
 use spore_net::{DiscoverySource, NetConfig, NetEvent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,14 +13,13 @@ async fn two_nodes_find_each_other_by_mdns() {
     common::init_tracing();
     // mDNS skips loopback interfaces, so these nodes listen on all
     // interfaces; the multicast goes out on the machine's real interface.
-    let cfg = || NetConfig {
-        listen_ip: IpAddr::from([0, 0, 0, 0]),
-        mdns: true,
-        ..NetConfig::for_tests()
+    let on_lan = |c: &mut NetConfig| {
+        c.listen_ip = IpAddr::from([0, 0, 0, 0]);
+        c.mdns = true;
     };
-    let a = start(cfg()).await;
+    let a = start_with(on_lan).await;
     let mut a_events = a.handle().subscribe();
-    let b = start(cfg()).await;
+    let b = start_with(on_lan).await;
     let b_id = b.peer_id();
     let found = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -37,16 +36,12 @@ async fn two_nodes_find_each_other_by_mdns() {
     })
     .await;
     assert_eq!(found, Ok(true), "a never discovered b by mDNS");
-    let h = a.handle().clone();
-    wait_until(Duration::from_secs(10), "a connected to b", || {
-        let h = h.clone();
-        async move {
-            h.peers()
-                .await
-                .map(|ps| ps.iter().any(|p| p.peer_id == b_id))
-                .unwrap_or(false)
-        }
-    })
+    wait_for_peers(
+        a.handle(),
+        Duration::from_secs(10),
+        "a connected to b",
+        |ps| has_peer(ps, b_id),
+    )
     .await;
     a.shutdown().await;
     b.shutdown().await;
@@ -55,20 +50,15 @@ async fn two_nodes_find_each_other_by_mdns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_find_each_other_through_a_rendezvous_server() {
     common::init_tracing();
-    let server = start(NetConfig {
-        rendezvous_server: true,
-        ..NetConfig::for_tests()
-    })
-    .await;
+    let server = start_with(|c| c.rendezvous_server = true).await;
     let point = tcp_addr(&server).await;
-    let client = || NetConfig {
-        rendezvous_points: vec![point.clone()],
-        rendezvous_interval_secs: 1,
-        ..NetConfig::for_tests()
+    let client = |c: &mut NetConfig| {
+        c.rendezvous_points = vec![point.clone()];
+        c.rendezvous_interval_secs = 1;
     };
-    let a = start(client()).await;
+    let a = start_with(client).await;
     let mut a_events = a.handle().subscribe();
-    let b = start(client()).await;
+    let b = start_with(client).await;
     let (a_id, b_id) = (a.peer_id(), b.peer_id());
     // The event says where a learned of b: the rendezvous server (the DHT
     // could also introduce them through the server, which would not count).
@@ -87,16 +77,12 @@ async fn two_nodes_find_each_other_through_a_rendezvous_server() {
     })
     .await;
     assert_eq!(found, Ok(true), "a never discovered b through rendezvous");
-    let hb = b.handle().clone();
-    wait_until(Duration::from_secs(10), "b connected to a", || {
-        let hb = hb.clone();
-        async move {
-            hb.peers()
-                .await
-                .map(|ps| ps.iter().any(|p| p.peer_id == a_id))
-                .unwrap_or(false)
-        }
-    })
+    wait_for_peers(
+        b.handle(),
+        Duration::from_secs(10),
+        "b connected to a",
+        |ps| has_peer(ps, a_id),
+    )
     .await;
     a.shutdown().await;
     b.shutdown().await;

@@ -10,43 +10,34 @@ mod common;
 
 use std::time::Duration;
 
-use common::{start, tcp_addr, wait_until};
+use common::{start_with, tcp_addr, wait_for_peers, wait_for_status};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use spore_net::{
-    Multiaddr, NetConfig, NetEvent, NetHandle, NetNode, PeerId, Reachability, TransportKind,
-    multiaddr::Protocol,
+    Multiaddr, NetConfig, NetEvent, NetHandle, NetNode, PeerId, PeerInfo, Reachability,
+    TransportKind, multiaddr::Protocol,
 };
 use tokio::sync::broadcast;
 
 const ECHO: &str = "/spore/test-echo/1";
 const WAIT: Duration = Duration::from_secs(30);
 
-fn relay_config() -> NetConfig {
-    NetConfig {
-        relay_server: true,
-        ..NetConfig::for_tests()
-    }
+fn relay(c: &mut NetConfig) {
+    c.relay_server = true;
 }
 
 /// A node that dials out but cannot be dialled: no listener, nothing
 /// advertised, Kademlia mode left to libp2p.
-fn unreachable_config() -> NetConfig {
-    NetConfig {
-        tcp: false,
-        advertise_listen_addrs: false,
-        kad_server_mode: None,
-        ..NetConfig::for_tests()
-    }
+fn unreachable(c: &mut NetConfig) {
+    c.tcp = false;
+    c.advertise_listen_addrs = false;
+    c.kad_server_mode = None;
 }
 
 /// A node that listens on loopback but advertises nothing, so only AutoNAT
 /// (or a hole punch) can tell whether it is reachable.
-fn quiet_config() -> NetConfig {
-    NetConfig {
-        advertise_listen_addrs: false,
-        kad_server_mode: None,
-        ..NetConfig::for_tests()
-    }
+fn quiet(c: &mut NetConfig) {
+    c.advertise_listen_addrs = false;
+    c.kad_server_mode = None;
 }
 
 fn circuit_via(relay_addr: &Multiaddr) -> Multiaddr {
@@ -78,15 +69,18 @@ async fn echo_round_trip(from: &NetHandle, to: PeerId, payload: &[u8]) {
     assert_eq!(back, payload);
 }
 
+/// Transports of the connections to `peer` in a peer list.
+fn transports_in(peers: &[PeerInfo], peer: PeerId) -> Vec<TransportKind> {
+    peers
+        .iter()
+        .filter(|p| p.peer_id == peer)
+        .flat_map(|p| p.connections.iter().map(|c| c.transport))
+        .collect()
+}
+
 /// Transports of our open connections to `peer`.
 async fn transports_to(node: &NetHandle, peer: PeerId) -> Vec<TransportKind> {
-    node.peers()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|p| p.peer_id == peer)
-        .flat_map(|p| p.connections.into_iter().map(|c| c.transport))
-        .collect()
+    transports_in(&node.peers().await.unwrap(), peer)
 }
 
 /// Hole-punch outcomes for the pair (B, C), as either side reports them,
@@ -137,9 +131,9 @@ async fn hole_punch_outcomes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_peer_is_reached_through_a_relay() {
     common::init_tracing();
-    let a = start(relay_config()).await;
-    let b = start(unreachable_config()).await;
-    let c = start(unreachable_config()).await;
+    let a = start_with(relay).await;
+    let b = start_with(unreachable).await;
+    let c = start_with(unreachable).await;
     assert!(b.handle().listen_addrs().await.unwrap().is_empty());
     let _echo = serve_echo(&b);
 
@@ -173,28 +167,26 @@ async fn unreachable_peer_is_reached_through_a_relay() {
         vec![TransportKind::Relay]
     );
     // B registers the inbound circuit a moment after C's dial returns.
-    let (bh, c_id) = (b.handle().clone(), c.peer_id());
-    wait_until(WAIT, "B sees the inbound circuit as relayed", || {
-        let bh = bh.clone();
-        async move { transports_to(&bh, c_id).await == vec![TransportKind::Relay] }
-    })
+    let c_id = c.peer_id();
+    wait_for_peers(
+        b.handle(),
+        WAIT,
+        "B sees the inbound circuit as relayed",
+        |ps| transports_in(ps, c_id) == [TransportKind::Relay],
+    )
     .await;
 
     let payload: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
     echo_round_trip(c.handle(), b.peer_id(), &payload).await;
 
     // Ping runs over the circuit as well.
-    let (ch, b_id) = (c.handle().clone(), b.peer_id());
-    wait_until(WAIT, "a ping round trip to B over the relay", || {
-        let ch = ch.clone();
-        async move {
-            ch.peers()
-                .await
-                .unwrap()
-                .iter()
-                .any(|p| p.peer_id == b_id && p.latency.is_some())
-        }
-    })
+    let b_id = b.peer_id();
+    wait_for_peers(
+        c.handle(),
+        WAIT,
+        "a ping round trip to B over the relay",
+        |ps| ps.iter().any(|p| p.peer_id == b_id && p.latency.is_some()),
+    )
     .await;
 
     // No address to punch to: DCUtR gives up, the circuit stays in use.
@@ -220,9 +212,9 @@ async fn unreachable_peer_is_reached_through_a_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_connection_is_upgraded_to_direct_by_dcutr() {
     common::init_tracing();
-    let a = start(relay_config()).await;
-    let b = start(quiet_config()).await;
-    let c = start(quiet_config()).await;
+    let a = start_with(relay).await;
+    let b = start_with(quiet).await;
+    let c = start_with(quiet).await;
     let _echo = serve_echo(&b);
 
     let a_addr = tcp_addr(&a).await;
@@ -236,16 +228,10 @@ async fn relayed_connection_is_upgraded_to_direct_by_dcutr() {
     // opens, so both must have heard from A first.
     c.handle().dial(a_addr.clone()).await.expect("C dials A");
     for node in [&b, &c] {
-        let (h, a_id) = (node.handle().clone(), a.peer_id());
-        wait_until(WAIT, "A's identify received", || {
-            let h = h.clone();
-            async move {
-                h.peers()
-                    .await
-                    .unwrap()
-                    .iter()
-                    .any(|p| p.peer_id == a_id && !p.protocols.is_empty())
-            }
+        let a_id = a.peer_id();
+        wait_for_peers(node.handle(), WAIT, "A's identify received", |ps| {
+            ps.iter()
+                .any(|p| p.peer_id == a_id && !p.protocols.is_empty())
         })
         .await;
     }
@@ -269,23 +255,26 @@ async fn relayed_connection_is_upgraded_to_direct_by_dcutr() {
     );
 
     for (node, other, who) in [(&c, b.peer_id(), "C→B"), (&b, c.peer_id(), "B→C")] {
-        let h = node.handle().clone();
-        wait_until(WAIT, &format!("{who}: a direct TCP connection"), || {
-            let h = h.clone();
-            async move { transports_to(&h, other).await.contains(&TransportKind::Tcp) }
-        })
+        wait_for_peers(
+            node.handle(),
+            WAIT,
+            &format!("{who}: a direct TCP connection"),
+            |ps| transports_in(ps, other).contains(&TransportKind::Tcp),
+        )
         .await;
     }
     // Without the relay, only the direct connection is left, and it works.
     a.shutdown().await;
-    let (ch, b_id) = (c.handle().clone(), b.peer_id());
-    wait_until(WAIT, "the relayed connection gone with the relay", || {
-        let ch = ch.clone();
-        async move {
-            let t = transports_to(&ch, b_id).await;
+    let b_id = b.peer_id();
+    wait_for_peers(
+        c.handle(),
+        WAIT,
+        "the relayed connection gone with the relay",
+        |ps| {
+            let t = transports_in(ps, b_id);
             !t.is_empty() && t.iter().all(|t| *t == TransportKind::Tcp)
-        }
-    })
+        },
+    )
     .await;
     echo_round_trip(c.handle(), b.peer_id(), b"over the direct path").await;
 
@@ -299,12 +288,8 @@ async fn relayed_connection_is_upgraded_to_direct_by_dcutr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autonat_confirms_a_dialable_address() {
     common::init_tracing();
-    let server = start(NetConfig {
-        autonat_server: true,
-        ..NetConfig::for_tests()
-    })
-    .await;
-    let x = start(quiet_config()).await;
+    let server = start_with(|c| c.autonat_server = true).await;
+    let x = start_with(quiet).await;
     let before = x.handle().status().await.unwrap();
     assert_eq!(before.reachability, Reachability::Unknown);
     assert!(before.external_addrs.is_empty());
@@ -314,16 +299,10 @@ async fn autonat_confirms_a_dialable_address() {
         .dial(tcp_addr(&server).await)
         .await
         .expect("dial the AutoNAT server");
-    let xh = x.handle().clone();
-    wait_until(WAIT, "X public with a confirmed address", || {
-        let xh = xh.clone();
-        async move {
-            let s = xh.status().await.unwrap();
-            s.reachability == Reachability::Public && !s.external_addrs.is_empty()
-        }
+    let after = wait_for_status(x.handle(), WAIT, "X public with a confirmed address", |s| {
+        s.reachability == Reachability::Public && !s.external_addrs.is_empty()
     })
     .await;
-    let after = x.handle().status().await.unwrap();
     let listen = x.handle().listen_addrs().await.unwrap();
     assert!(
         after.external_addrs.iter().all(|a| listen.contains(a)),
@@ -343,15 +322,14 @@ async fn autonat_confirms_a_dialable_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autonat_private_node_listens_through_a_relay() {
     common::init_tracing();
-    let server = start(NetConfig {
-        autonat_server: true,
-        relay_server: true,
-        ..NetConfig::for_tests()
+    let server = start_with(|c| {
+        c.autonat_server = true;
+        c.relay_server = true;
     })
     .await;
-    let x = start(NetConfig {
-        auto_relay: true,
-        ..unreachable_config()
+    let x = start_with(|c| {
+        unreachable(c);
+        c.auto_relay = true;
     })
     .await;
     let _echo = serve_echo(&x);
@@ -360,19 +338,18 @@ async fn autonat_private_node_listens_through_a_relay() {
         .await
         .expect("dial the AutoNAT server");
 
-    let xh = x.handle().clone();
-    wait_until(WAIT, "X private and listening through the relay", || {
-        let xh = xh.clone();
-        async move {
-            let s = xh.status().await.unwrap();
+    let s = wait_for_status(
+        x.handle(),
+        WAIT,
+        "X private and listening through the relay",
+        |s| {
             s.reachability == Reachability::Private
                 && s.listen_addrs
                     .iter()
                     .any(|a| TransportKind::of(a) == TransportKind::Relay)
-        }
-    })
+        },
+    )
     .await;
-    let s = x.handle().status().await.unwrap();
     // The relay client confirms the circuit as an external address; no
     // direct one is confirmed, so the node stays private and a client.
     assert!(
@@ -394,7 +371,7 @@ async fn autonat_private_node_listens_through_a_relay() {
         .cloned()
         .unwrap();
 
-    let y = start(NetConfig::for_tests()).await;
+    let y = start_with(|_| {}).await;
     assert_eq!(y.handle().dial(relayed).await.unwrap(), x.peer_id());
     echo_round_trip(y.handle(), x.peer_id(), b"found you").await;
 

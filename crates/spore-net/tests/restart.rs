@@ -5,18 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{start, tcp_addr, wait_until};
+use common::{has_peer, start, start_with, tcp_addr, wait_for_peers, wait_for_status};
 use spore_net::{NetConfig, TransportKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_peer_id_and_redials_known_peer() {
     common::init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let known = start(NetConfig {
-        quic: true,
-        ..NetConfig::for_tests()
-    })
-    .await;
+    let known = start_with(|c| c.quic = true).await;
     let known_addr = tcp_addr(&known).await;
 
     let cfg = NetConfig {
@@ -30,17 +26,14 @@ async fn restart_keeps_peer_id_and_redials_known_peer() {
     let got = first.handle().dial(known_addr).await.expect("dial");
     assert_eq!(got, known.peer_id());
     // Wait for identify, which is what puts a peer in the address book.
-    let h = first.handle().clone();
-    wait_until(
+    wait_for_status(
+        first.handle(),
         Duration::from_secs(10),
         "known peer in address book",
-        || {
-            let h = h.clone();
-            async move { h.status().await.map(|s| s.address_book_size).unwrap_or(0) >= 1 }
-        },
+        |s| s.address_book_size >= 1,
     )
     .await;
-    let peers = h.peers().await.expect("peers");
+    let peers = first.handle().peers().await.expect("peers");
     let p = peers
         .iter()
         .find(|p| p.peer_id == known.peer_id())
@@ -55,17 +48,13 @@ async fn restart_keeps_peer_id_and_redials_known_peer() {
 
     let second = start(cfg).await;
     assert_eq!(second.peer_id(), first_id, "same identity after restart");
-    let h = second.handle().clone();
     let known_id = known.peer_id();
-    wait_until(Duration::from_secs(15), "reconnected to known peer", || {
-        let h = h.clone();
-        async move {
-            h.peers()
-                .await
-                .map(|ps| ps.iter().any(|p| p.peer_id == known_id))
-                .unwrap_or(false)
-        }
-    })
+    wait_for_peers(
+        second.handle(),
+        Duration::from_secs(15),
+        "reconnected to known peer",
+        |ps| has_peer(ps, known_id),
+    )
     .await;
     second.shutdown().await;
     known.shutdown().await;
@@ -74,11 +63,7 @@ async fn restart_keeps_peer_id_and_redials_known_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_dial_works() {
     common::init_tracing();
-    let a = start(NetConfig {
-        quic: true,
-        ..NetConfig::for_tests()
-    })
-    .await;
+    let a = start_with(|c| c.quic = true).await;
     let b = start(NetConfig::for_tests()).await;
     let quic = a
         .handle()

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{start, tcp_addr, wait_until};
+use common::{start, tcp_addr, wait_for_status, wait_until};
 use spore_core::Hash;
 use spore_net::{NetConfig, NetError};
 
@@ -35,12 +35,15 @@ async fn no_task_left_after_shutdown() {
     eprintln!("three nodes up after {:?}", began.elapsed());
     // A lookup from an empty routing table returns nothing at once: wait
     // until identify has put the bootstrap node into b's and c's tables.
-    wait_until(Duration::from_secs(10), "routing tables filled", || async {
-        let filled =
-            |s: Result<spore_net::NetStatus, NetError>| s.is_ok_and(|s| s.routing_table_size > 0);
-        filled(b.handle().status().await) && filled(c.handle().status().await)
-    })
-    .await;
+    for n in [&b, &c] {
+        wait_for_status(
+            n.handle(),
+            Duration::from_secs(10),
+            "routing table filled",
+            |s| s.routing_table_size > 0,
+        )
+        .await;
+    }
     let t0 = std::time::Instant::now();
     let hash = Hash::of(b"shutdown");
     b.handle().start_providing(hash).await.expect("provide");
