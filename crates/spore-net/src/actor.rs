@@ -49,6 +49,7 @@ use crate::{
     kad_guard,
     lan::LanDialer,
     penalty::{Penalties, PenaltyPolicy},
+    reannounce::Reannounce,
     types::{
         ConnectionInfo, Direction, DiscoverySource, LookupEnd, LookupStats, NetEvent, NetStatus,
         PeerInfo, Provider, ProviderLookup, Reachability, TransportKind,
@@ -66,6 +67,10 @@ const MAX_RELAYS: usize = 2;
 const RENDEZVOUS_LIMIT: u64 = 200;
 /// How long shutdown waits for connections to close cleanly.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Longest wait between two tries of an announcement that reached nobody.
+const MAX_PROVIDE_RETRY: Duration = Duration::from_secs(30 * 60);
+/// Announcements waiting for another try; more are left to the republish.
+const MAX_REANNOUNCE: usize = 4096;
 
 type Reply<T> = oneshot::Sender<T>;
 
@@ -143,7 +148,9 @@ pub(crate) struct Started {
 
 enum PendingQuery {
     StartProviding {
-        tx: Reply<Result<(), NetError>>,
+        hash: Hash,
+        /// `None` for a retry the actor started by itself.
+        tx: Option<Reply<Result<(), NetError>>>,
     },
     Providers {
         tx: Option<Reply<Result<ProviderLookup, NetError>>>,
@@ -217,6 +224,8 @@ struct Actor {
     connection_errors: HashMap<&'static str, u64>,
     /// Misbehaviour scores; banned peers are blocked in `bans`.
     penalties: Penalties,
+    /// Provider announcements that reached no other node, tried again.
+    reannounce: Reannounce,
 }
 
 /// Copies Kademlia's request counters into our lookup statistics.
@@ -372,6 +381,7 @@ pub(crate) fn start(
         Some(ready_tx)
     };
     let now = Instant::now();
+    let provide_retry_secs = config.provide_retry_secs;
     let actor = Actor {
         swarm,
         config,
@@ -399,6 +409,11 @@ pub(crate) fn start(
         lan: LanDialer::default(),
         connection_errors: HashMap::new(),
         penalties: Penalties::new(PenaltyPolicy::default()),
+        reannounce: Reannounce::new(
+            Duration::from_secs(provide_retry_secs.max(1)),
+            MAX_PROVIDE_RETRY,
+            MAX_REANNOUNCE,
+        ),
     };
     let task = tokio::spawn(actor.run());
     Ok(Started {
@@ -531,6 +546,9 @@ impl Actor {
             self.rendezvous_refresh();
         }
         self.dial_lan_peers();
+        for hash in self.reannounce.take_due(now) {
+            self.announce(hash, None);
+        }
         for peer in self.penalties.lift_expired(now) {
             tracing::info!(%peer, "ban ended");
             self.swarm.behaviour_mut().bans.unblock_peer(peer);
@@ -538,6 +556,32 @@ impl Actor {
         if self.book.is_dirty() && now.duration_since(self.last_book_save) >= BOOK_SAVE_EVERY {
             self.last_book_save = now;
             self.save_book();
+        }
+    }
+
+    /// Stores a provider record for `hash` and sends it to the closest
+    /// peers; with an empty routing table it is only stored, and retried.
+    fn announce(&mut self, hash: Hash, tx: Option<Reply<Result<(), NetError>>>) {
+        let key = RecordKey::new(hash.as_bytes());
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let alone = kad.kbuckets().all(|b| b.num_entries() == 0);
+        match kad.start_providing(key) {
+            Ok(_) if alone => {
+                // The query finds nobody; `reannounce` tries once peers come.
+                self.reannounce.failed(hash, Instant::now());
+                if let Some(tx) = tx {
+                    let _ = tx.send(Err(NetError::NoKnownPeers));
+                }
+            }
+            Ok(id) => {
+                self.queries
+                    .insert(id, PendingQuery::StartProviding { hash, tx });
+            }
+            Err(e) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(Err(NetError::Store(e.to_string())));
+                }
+            }
         }
     }
 
@@ -629,17 +673,7 @@ impl Actor {
                     .map_err(|()| NetError::NotConnected(peer));
                 let _ = tx.send(r);
             }
-            Command::StartProviding { hash, tx } => {
-                let key = RecordKey::new(hash.as_bytes());
-                match self.swarm.behaviour_mut().kad.start_providing(key) {
-                    Ok(id) => {
-                        self.queries.insert(id, PendingQuery::StartProviding { tx });
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(NetError::Store(e.to_string())));
-                    }
-                }
-            }
+            Command::StartProviding { hash, tx } => self.announce(hash, Some(tx)),
             Command::StoredProviders { hash, tx } => {
                 let key = RecordKey::new(hash.as_bytes());
                 let providers = kad::store::RecordStore::providers(
@@ -649,6 +683,7 @@ impl Actor {
                 let _ = tx.send(providers.into_iter().map(|p| p.provider).collect());
             }
             Command::StopProviding { hash, tx } => {
+                self.reannounce.done(&hash);
                 let key = RecordKey::new(hash.as_bytes());
                 self.swarm.behaviour_mut().kad.stop_providing(&key);
                 let _ = tx.send(());
@@ -1486,18 +1521,28 @@ impl Actor {
                 }
             }
             QueryResult::StartProviding(r) => {
-                if let Err(e) = &r {
-                    // libp2p-kad 0.49 sends the record only once its
-                    // closest-peers phase has finished: a timeout there
-                    // means no other node got it until the next republish
-                    // (`provider_publication_interval_secs`). The record is
-                    // kept locally either way.
-                    tracing::info!(error = %e, "provider announcement timed out; maybe stored on no other node");
-                }
                 if step.last
-                    && let Some(PendingQuery::StartProviding { tx }) = self.queries.remove(&id)
+                    && let Some(PendingQuery::StartProviding { hash, tx }) =
+                        self.queries.remove(&id)
                 {
-                    let _ = tx.send(Ok(()));
+                    let result = match &r {
+                        Ok(_) => {
+                            self.reannounce.done(&hash);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            // libp2p-kad 0.49 sends the record only once its
+                            // closest-peers phase has finished: a timeout
+                            // there means no other node got it. The record is
+                            // kept locally; `reannounce` tries again.
+                            tracing::info!(%hash, error = %e, "provider announcement timed out; will try again");
+                            self.reannounce.failed(hash, Instant::now());
+                            Err(NetError::Query(format!("announcement timed out: {e}")))
+                        }
+                    };
+                    if let Some(tx) = tx {
+                        let _ = tx.send(result);
+                    }
                 }
             }
             QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {

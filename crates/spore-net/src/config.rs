@@ -62,6 +62,10 @@ pub struct NetConfig {
     pub kad_query_timeout_secs: u64,
     /// How often Kademlia itself republishes our provider records (`None`: never).
     pub provider_publication_interval_secs: Option<u64>,
+    /// First wait before a provider announcement that reached no other node
+    /// (empty routing table, or a timeout) is tried again; it doubles on
+    /// each failure, up to 30 min.
+    pub provide_retry_secs: u64,
     /// How long other peers keep our provider records (`None`: forever).
     pub provider_record_ttl_secs: Option<u64>,
     /// Keys we provide ourselves (local content); see `store.rs`.
@@ -114,6 +118,7 @@ impl Default for NetConfig {
             autonat_server: true,
             kad_server_mode: None,
             kad_query_timeout_secs: 30,
+            provide_retry_secs: 15,
             provider_publication_interval_secs: Some(12 * 3600),
             provider_record_ttl_secs: Some(48 * 3600),
             max_local_provided_keys: 4_000_000,
@@ -147,6 +152,7 @@ impl NetConfig {
             advertise_listen_addrs: true,
             kad_server_mode: Some(true),
             kad_query_timeout_secs: 10,
+            provide_retry_secs: 1,
             max_connections_per_ip: None,
             autonat_server: false,
             auto_relay: false,

@@ -214,11 +214,14 @@ impl NetHandle {
     }
 
     /// Announces that we provide `hash`, and waits until the announcement
-    /// reached the closest peers, or the query timed out (not reported as
-    /// an error: the record is kept locally and republished, but a timeout
-    /// in the closest-peers phase, which libp2p-kad runs first, means no
-    /// other node stored it; `kad_query_timeout_secs` is that budget). Bound
-    /// your own concurrency when announcing many keys (e.g. 8 at a time).
+    /// reached the closest peers. The record is stored locally at once; if
+    /// it reached no other node (`NoKnownPeers`: the routing table is empty;
+    /// `Query`: libp2p-kad's closest-peers phase, which it runs first, timed
+    /// out within `kad_query_timeout_secs`), the network task tries again by
+    /// itself, after `provide_retry_secs` and then less and less often, until
+    /// one try succeeds or [`stop_providing`](Self::stop_providing) is
+    /// called. Bound your own concurrency when announcing many keys (e.g. 8
+    /// at a time).
     pub async fn start_providing(&self, hash: Hash) -> Result<(), NetError> {
         self.ask(COMMAND_TIMEOUT * 2, |tx| Command::StartProviding {
             hash,

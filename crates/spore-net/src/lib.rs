@@ -26,6 +26,7 @@ mod lan;
 mod mdns;
 pub mod multi_value;
 pub mod penalty;
+mod reannounce;
 pub mod store;
 mod tls;
 mod types;

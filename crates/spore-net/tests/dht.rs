@@ -94,3 +94,36 @@ async fn thirty_nodes_fill_routing_tables_and_find_providers() {
     join_all(nodes.into_iter().map(|n| n.shutdown())).await;
     boot.shutdown().await;
 }
+
+/// Content announced before the node knew any peer is not left unannounced
+/// until the republish hours later: the announcement is retried and reaches
+/// the peers that join afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_made_alone_reaches_peers_that_come_later() {
+    common::init_tracing();
+    let alone = start(NetConfig::for_tests()).await;
+    let hash = Hash::of(b"shared before joining");
+    let first = alone.handle().start_providing(hash).await;
+    assert_eq!(first, Err(spore_net::NetError::NoKnownPeers));
+
+    let later = start(NetConfig {
+        bootstrap: vec![tcp_addr(&alone).await],
+        ..NetConfig::for_tests()
+    })
+    .await;
+    let provider = alone.handle().local_peer_id();
+    let h = later.handle().clone();
+    wait_until(
+        Duration::from_secs(30),
+        "the retried announcement stored at the later peer",
+        || {
+            let h = h.clone();
+            async move {
+                h.stored_providers(hash)
+                    .await
+                    .is_ok_and(|p| p.contains(&provider))
+            }
+        },
+    )
+    .await;
+}
