@@ -18,6 +18,12 @@ def make_repo(repo):
     cfg["Addresses"]["Gateway"] = []
     cfg.setdefault("Discovery", {}).setdefault("MDNS", {})["Enabled"] = False
     cfg.setdefault("Routing", {})["Type"] = "none"
+    # flatfs fsyncs every block by default; spore and the BitTorrent tools
+    # leave their writes to the page cache, so kubo does too (measured no
+    # different here, 200 MiB in ~12 s either way under load)
+    for mount in cfg["Datastore"]["Spec"]["mounts"]:
+        if mount.get("child", {}).get("type") == "flatfs":
+            mount["child"]["sync"] = False
     json.dump(cfg, open(cfg_path, "w"))
 
 mode, repo = sys.argv[1], os.path.abspath(sys.argv[2])
