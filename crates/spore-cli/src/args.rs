@@ -176,6 +176,10 @@ pub(crate) struct NodeArgs {
     /// Overrides `[transfer] max_download`.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub(crate) max_download: Option<u64>,
+    /// TEST ONLY: corrupt every chunk group this node uploads (the testbed's
+    /// lying sources). Peers ban it after 3 bad groups.
+    #[arg(long, hide = true)]
+    pub(crate) debug_lie_uploads: bool,
 }
 
 /// A rate in bytes per second from text such as `10M`, `500K`, `2MiB/s` or `0`.

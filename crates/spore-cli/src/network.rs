@@ -81,6 +81,7 @@ fn node_config(home: &Home, args: &NodeArgs) -> Result<NodeConfig> {
     if let Some(rate) = args.max_download {
         config.transfer.max_download = rate;
     }
+    config.transfer.debug_lie_uploads = args.debug_lie_uploads;
     Ok(config)
 }
 

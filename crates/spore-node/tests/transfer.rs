@@ -4,7 +4,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use common::{
     MIB, TestNode, assert_stored, data, fast, limited, provider, seed_with, start, start_in, wait,
@@ -13,7 +19,7 @@ use common::{
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use spore_core::{GROUP_SIZE, Hash, group_count};
 use spore_net::{CancellationToken, Multiaddr, NetConfig, NetNode, PeerId};
-use spore_node::transfer::TransferConfig;
+use spore_node::transfer::{DownloadHandle, TransferConfig};
 use spore_store::{ChunkNum, ChunkRanges, Store};
 use spore_transfer::wire::{self, DataWriter, Decoder, Hello, Message, Status};
 
@@ -203,7 +209,7 @@ async fn a_liar_is_banned_and_the_download_completes() {
     let content = data(8 * MIB, 5);
     let honest = start(limited(4 * MIB)).await;
     let hash = seed_with(&honest, &content).await;
-    let (liar, liar_addrs, liar_cancel, liar_task) = start_liar(&content).await;
+    let (liar, liar_addrs, liar_cancel, liar_task, liar_sent) = start_liar(&content).await;
     let leecher = start(fast()).await;
     let handle = leecher
         .node
@@ -218,6 +224,14 @@ async fn a_liar_is_banned_and_the_download_completes() {
         .expect("the liar was used");
     assert!(l.banned, "the liar is banned");
     assert_eq!(l.bad_groups, 3, "banned at the third bad group");
+    // its bad responses were thrown away, and no more than it sent
+    let sent = liar_sent.load(Ordering::SeqCst);
+    assert!(l.wasted_bytes > 0, "{l:?}");
+    assert!(l.wasted_bytes <= sent, "wasted {} of {sent} sent", l.wasted_bytes);
+    assert_eq!(
+        progress.wasted_bytes,
+        progress.sources.iter().map(|s| s.wasted_bytes).sum::<u64>()
+    );
     liar_cancel.cancel();
     liar_task.await.unwrap();
     leecher.node.shutdown().await;
@@ -232,7 +246,7 @@ async fn a_liar_caught_at_the_size_check_is_banned_at_its_third_bad_group() {
     let content = data(4 * MIB, 10);
     let honest = start(limited(2 * MIB)).await;
     let hash = seed_with(&honest, &content).await;
-    let (liar, liar_addrs, liar_cancel, liar_task) = start_liar_with(&content, true).await;
+    let (liar, liar_addrs, liar_cancel, liar_task, _) = start_liar_with(&content, true).await;
     let leecher = start(fast()).await;
     // the ticket names only the liar; the honest seed is found among connected peers
     let (honest_id, honest_addrs) = provider(&honest).await;
@@ -257,6 +271,98 @@ async fn a_liar_caught_at_the_size_check_is_banned_at_its_third_bad_group() {
     liar_task.await.unwrap();
     leecher.node.shutdown().await;
     honest.node.shutdown().await;
+}
+
+/// The real binary's lying mode (`--debug-lie-uploads`): a node that
+/// corrupts what it uploads is banned at its third bad group, the download
+/// verifies from the honest seed, and what the liar sent is counted as
+/// wasted (never more than it sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_in_lying_mode_is_banned_and_its_waste_counted() {
+    let content = data(8 * MIB, 11);
+    let honest = start(limited(4 * MIB)).await;
+    let hash = seed_with(&honest, &content).await;
+    let liar = start(TransferConfig {
+        debug_lie_uploads: true,
+        ..fast()
+    })
+    .await;
+    seed_with(&liar, &content).await;
+    let leecher = start(fast()).await;
+    let handle = leecher
+        .node
+        .download(hash, vec![provider(&liar).await, provider(&honest).await]);
+    let progress = wait(&handle, 60).await;
+    eprintln!("with a lying node: {:?}", progress.sources);
+    assert_stored(&leecher, hash, &content).await;
+    let liar_id = liar.node.net().local_peer_id();
+    let l = progress
+        .sources
+        .iter()
+        .find(|p| p.peer == liar_id)
+        .expect("the liar was used");
+    assert!(l.banned, "the liar is banned: {l:?}");
+    assert_eq!(l.bad_groups, 3, "banned at the third bad group");
+    assert_eq!(l.useful_bytes, 0, "every group it sent was bad");
+    let sent = liar.node.transfer().upload_stats().per_peer[&leecher.node.net().local_peer_id()];
+    assert!(l.wasted_bytes > 0, "{l:?}");
+    assert!(l.wasted_bytes <= sent, "wasted {} of {sent} sent", l.wasted_bytes);
+    let h = progress
+        .sources
+        .iter()
+        .find(|p| p.peer == honest.node.net().local_peer_id())
+        .unwrap();
+    assert_eq!((h.bad_groups, h.wasted_bytes, h.banned), (0, 0, false));
+    assert_eq!(h.useful_bytes, content.len() as u64);
+    assert_eq!(progress.wasted_bytes, l.wasted_bytes);
+    for n in [leecher, liar, honest] {
+        n.node.shutdown().await;
+    }
+}
+
+/// Endgame with two sources: the slow source's requests are duplicated at
+/// the fast one, and what the slow one delivers after the fast one was
+/// first is counted as duplicate bytes (not as useful ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endgame_losers_that_arrive_anyway_are_counted_as_duplicates() {
+    let content = data(MIB, 12);
+    let fast_seed = start(limited(256 * 1024)).await;
+    let hash = seed_with(&fast_seed, &content).await;
+    let watched: Arc<OnceLock<DownloadHandle>> = Arc::new(OnceLock::new());
+    let (slow, slow_addrs, slow_cancel, slow_task, slow_sent) =
+        start_holder(&content, watched.clone()).await;
+    let leecher = start(fast()).await;
+    let handle = leecher
+        .node
+        .download(hash, vec![(slow, slow_addrs), provider(&fast_seed).await]);
+    watched.set(handle.clone()).unwrap();
+    let progress = wait(&handle, 60).await;
+    eprintln!("endgame: {:?}", progress.sources);
+    assert_stored(&leecher, hash, &content).await;
+    let s = progress
+        .sources
+        .iter()
+        .find(|p| p.peer == slow)
+        .expect("the slow source delivered");
+    assert!(s.duplicate_bytes >= GROUP_SIZE, "{s:?}");
+    assert!(
+        s.useful_bytes + s.duplicate_bytes <= slow_sent.load(Ordering::SeqCst),
+        "{s:?}"
+    );
+    assert_eq!(
+        progress.sources.iter().map(|s| s.useful_bytes).sum::<u64>(),
+        content.len() as u64,
+        "each group is useful once"
+    );
+    assert_eq!(
+        progress.duplicate_bytes,
+        progress.sources.iter().map(|s| s.duplicate_bytes).sum::<u64>()
+    );
+    assert_eq!(progress.wasted_bytes, 0);
+    slow_cancel.cancel();
+    slow_task.await.unwrap();
+    leecher.node.shutdown().await;
+    fast_seed.node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,28 +525,23 @@ async fn first_message(r: &mut futures::io::ReadHalf<spore_net::Stream>) -> Opti
 /// A bare network node that speaks `/spore/blob/1` and corrupts every
 /// payload, except the blob's last group (so it passes the size check and
 /// has to be caught by the per-group verification).
-async fn start_liar(
-    content: &[u8],
-) -> (
-    PeerId,
-    Vec<Multiaddr>,
-    CancellationToken,
-    tokio::task::JoinHandle<()>,
-) {
+async fn start_liar(content: &[u8]) -> FakePeer {
     start_liar_with(content, false).await
 }
 
-/// A liar that also corrupts the last group when `corrupt_last` (so it is
-/// caught by the size check too).
-async fn start_liar_with(
-    content: &[u8],
-    corrupt_last: bool,
-) -> (
+/// A fake source: its id and addresses, what stops it, its task, and the
+/// payload bytes it sent.
+type FakePeer = (
     PeerId,
     Vec<Multiaddr>,
     CancellationToken,
     tokio::task::JoinHandle<()>,
-) {
+    Arc<AtomicU64>,
+);
+
+/// A liar that also corrupts the last group when `corrupt_last` (so it is
+/// caught by the size check too).
+async fn start_liar_with(content: &[u8], corrupt_last: bool) -> FakePeer {
     let store = Store::in_memory();
     let hash = store.add_bytes(content, "blob").unwrap().hash;
     let blob = store.blob(&hash).unwrap();
@@ -453,6 +554,8 @@ async fn start_liar_with(
     let addrs = net.handle().listen_addrs().await.unwrap();
     let mut incoming = net.handle().accept_streams(wire::PROTOCOL).unwrap();
     let stop = cancel.clone();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
     let task = tokio::spawn(async move {
         let mut sessions = tokio::task::JoinSet::new();
         loop {
@@ -460,7 +563,7 @@ async fn start_liar_with(
                 _ = stop.cancelled() => break,
                 next = incoming.next() => {
                     let Some((_, stream)) = next else { break };
-                    sessions.spawn(lie(stream, hash, size, blob.clone(), corrupt_last));
+                    sessions.spawn(lie(stream, hash, size, blob.clone(), corrupt_last, counter.clone()));
                 }
             }
         }
@@ -468,7 +571,7 @@ async fn start_liar_with(
         while sessions.join_next().await.is_some() {}
         net.shutdown().await;
     });
-    (peer, addrs, cancel, task)
+    (peer, addrs, cancel, task, sent)
 }
 
 async fn lie(
@@ -477,6 +580,7 @@ async fn lie(
     size: u64,
     blob: spore_store::Blob,
     corrupt_last: bool,
+    sent: Arc<AtomicU64>,
 ) {
     let (mut r, mut w) = stream.split();
     let mut decoder = Decoder::new();
@@ -519,6 +623,7 @@ async fn lie(
                     let at = payload.len() - 1;
                     payload[at] ^= 0xff; // the request's last group is bad
                 }
+                sent.fetch_add(payload.len() as u64, Ordering::SeqCst);
                 let header = Message::Response {
                     id: req.id,
                     status: Status::Ok,
@@ -541,4 +646,137 @@ async fn lie(
             return;
         }
     }
+}
+
+// ---- a source that answers late ----
+
+/// A bare network node that serves correct data but holds every response
+/// (ignoring cancels) until the download in `watched` has verified all but
+/// the groups it holds and one more: by then the other source was first
+/// with at least one of them, so at least one group it sends is a duplicate
+/// and the download is not complete yet. Gives up holding after 20 s.
+async fn start_holder(content: &[u8], watched: Arc<OnceLock<DownloadHandle>>) -> FakePeer {
+    let store = Store::in_memory();
+    let hash = store.add_bytes(content, "blob").unwrap().hash;
+    let blob = store.blob(&hash).unwrap();
+    let size = content.len() as u64;
+    let cancel = CancellationToken::new();
+    let net = NetNode::start(NetConfig::for_tests(), cancel.child_token())
+        .await
+        .unwrap();
+    let peer = net.peer_id();
+    let addrs = net.handle().listen_addrs().await.unwrap();
+    let mut incoming = net.handle().accept_streams(wire::PROTOCOL).unwrap();
+    let stop = cancel.clone();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let task = tokio::spawn(async move {
+        let mut sessions = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                next = incoming.next() => {
+                    let Some((_, stream)) = next else { break };
+                    let (blob, watched, counter) = (blob.clone(), watched.clone(), counter.clone());
+                    sessions.spawn(hold(stream, hash, size, blob, watched, counter));
+                }
+            }
+        }
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
+        net.shutdown().await;
+    });
+    (peer, addrs, cancel, task, sent)
+}
+
+async fn hold(
+    stream: spore_net::Stream,
+    hash: Hash,
+    size: u64,
+    blob: spore_store::Blob,
+    watched: Arc<OnceLock<DownloadHandle>>,
+    sent: Arc<AtomicU64>,
+) {
+    let (mut r, mut w) = stream.split();
+    let mut decoder = Decoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut held: Vec<wire::Request> = Vec::new();
+    let mut released = false;
+    let started = Instant::now();
+    loop {
+        let mut out = Vec::new();
+        tokio::select! {
+            n = r.read(&mut buf) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => decoder.push(&buf[..n]),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+        loop {
+            let msg = match decoder.decode_next() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => return,
+            };
+            match msg {
+                Message::Hello(_) => {
+                    let hello = Message::Hello(Hello {
+                        version: 1,
+                        hash,
+                        max_in_flight: 64,
+                        capabilities: 0,
+                    });
+                    wire::encode(&hello, &mut out).unwrap();
+                    wire::encode(&Message::HaveAll { hash, size }, &mut out).unwrap();
+                }
+                Message::Interested => wire::encode(&Message::Unchoke, &mut out).unwrap(),
+                // the size check (the last group alone) is answered at once
+                Message::Request(req) => {
+                    let last = group_count(size) - 1;
+                    if req.groups == (last..last + 1) {
+                        respond(&blob, &req, &sent, &mut out);
+                    } else {
+                        held.push(req);
+                    }
+                }
+                Message::Ping { nonce } => {
+                    wire::encode(&Message::Pong { nonce }, &mut out).unwrap();
+                }
+                Message::Error { .. } => return,
+                _ => {}
+            }
+        }
+        if !released {
+            let held_bytes: u64 = held
+                .iter()
+                .map(|q| (q.groups.end * GROUP_SIZE).min(size) - q.groups.start * GROUP_SIZE)
+                .sum();
+            let verified = watched.get().map_or(0, |h| h.progress().verified_bytes);
+            released = (held_bytes > GROUP_SIZE && verified + held_bytes >= size + GROUP_SIZE)
+                || started.elapsed() > Duration::from_secs(20);
+        }
+        if released {
+            for req in held.drain(..) {
+                respond(&blob, &req, &sent, &mut out);
+            }
+        }
+        if !out.is_empty() && (w.write_all(&out).await.is_err() || w.flush().await.is_err()) {
+            return;
+        }
+    }
+}
+
+/// Appends a full, correct response to `req` to `out`.
+fn respond(blob: &spore_store::Blob, req: &wire::Request, sent: &AtomicU64, out: &mut Vec<u8>) {
+    let c = wire::group_chunks(req.groups.clone());
+    let ranges = ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end));
+    let mut payload = Vec::new();
+    blob.encode(&ranges, &mut payload).unwrap();
+    sent.fetch_add(payload.len() as u64, Ordering::SeqCst);
+    let ok = Status::Ok;
+    wire::encode(&Message::Response { id: req.id, status: ok }, out).unwrap();
+    let mut frames = DataWriter::new(req.id, 256 * 1024, &mut *out);
+    std::io::Write::write_all(&mut frames, &payload).unwrap();
+    frames.finish().unwrap();
+    wire::encode(&Message::End { id: req.id, status: ok }, out).unwrap();
 }
