@@ -227,7 +227,11 @@ async fn a_liar_is_banned_and_the_download_completes() {
     // its bad responses were thrown away, and no more than it sent
     let sent = liar_sent.load(Ordering::SeqCst);
     assert!(l.wasted_bytes > 0, "{l:?}");
-    assert!(l.wasted_bytes <= sent, "wasted {} of {sent} sent", l.wasted_bytes);
+    assert!(
+        l.wasted_bytes <= sent,
+        "wasted {} of {sent} sent",
+        l.wasted_bytes
+    );
     assert_eq!(
         progress.wasted_bytes,
         progress.sources.iter().map(|s| s.wasted_bytes).sum::<u64>()
@@ -306,7 +310,11 @@ async fn a_node_in_lying_mode_is_banned_and_its_waste_counted() {
     assert_eq!(l.useful_bytes, 0, "every group it sent was bad");
     let sent = liar.node.transfer().upload_stats().per_peer[&leecher.node.net().local_peer_id()];
     assert!(l.wasted_bytes > 0, "{l:?}");
-    assert!(l.wasted_bytes <= sent, "wasted {} of {sent} sent", l.wasted_bytes);
+    assert!(
+        l.wasted_bytes <= sent,
+        "wasted {} of {sent} sent",
+        l.wasted_bytes
+    );
     let h = progress
         .sources
         .iter()
@@ -356,7 +364,11 @@ async fn endgame_losers_that_arrive_anyway_are_counted_as_duplicates() {
     );
     assert_eq!(
         progress.duplicate_bytes,
-        progress.sources.iter().map(|s| s.duplicate_bytes).sum::<u64>()
+        progress
+            .sources
+            .iter()
+            .map(|s| s.duplicate_bytes)
+            .sum::<u64>()
     );
     assert_eq!(progress.wasted_bytes, 0);
     slow_cancel.cancel();
@@ -774,9 +786,23 @@ fn respond(blob: &spore_store::Blob, req: &wire::Request, sent: &AtomicU64, out:
     blob.encode(&ranges, &mut payload).unwrap();
     sent.fetch_add(payload.len() as u64, Ordering::SeqCst);
     let ok = Status::Ok;
-    wire::encode(&Message::Response { id: req.id, status: ok }, out).unwrap();
+    wire::encode(
+        &Message::Response {
+            id: req.id,
+            status: ok,
+        },
+        out,
+    )
+    .unwrap();
     let mut frames = DataWriter::new(req.id, 256 * 1024, &mut *out);
     std::io::Write::write_all(&mut frames, &payload).unwrap();
     frames.finish().unwrap();
-    wire::encode(&Message::End { id: req.id, status: ok }, out).unwrap();
+    wire::encode(
+        &Message::End {
+            id: req.id,
+            status: ok,
+        },
+        out,
+    )
+    .unwrap();
 }
