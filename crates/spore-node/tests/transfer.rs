@@ -6,10 +6,10 @@ mod common;
 
 use std::{
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::{
@@ -19,7 +19,7 @@ use common::{
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use spore_core::{GROUP_SIZE, Hash, group_count};
 use spore_net::{CancellationToken, Multiaddr, NetConfig, NetNode, PeerId};
-use spore_node::transfer::{DownloadHandle, TransferConfig};
+use spore_node::transfer::TransferConfig;
 use spore_store::{ChunkNum, ChunkRanges, Store};
 use spore_transfer::wire::{self, DataWriter, Decoder, Hello, Message, Status};
 
@@ -328,55 +328,6 @@ async fn a_node_in_lying_mode_is_banned_and_its_waste_counted() {
     }
 }
 
-/// Endgame with two sources: the slow source's requests are duplicated at
-/// the fast one, and what the slow one delivers after the fast one was
-/// first is counted as duplicate bytes (not as useful ones).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endgame_losers_that_arrive_anyway_are_counted_as_duplicates() {
-    let content = data(MIB, 12);
-    let fast_seed = start(limited(256 * 1024)).await;
-    let hash = seed_with(&fast_seed, &content).await;
-    let watched: Arc<OnceLock<DownloadHandle>> = Arc::new(OnceLock::new());
-    let (slow, slow_addrs, slow_cancel, slow_task, slow_sent) =
-        start_holder(&content, watched.clone()).await;
-    let leecher = start(fast()).await;
-    let handle = leecher
-        .node
-        .download(hash, vec![(slow, slow_addrs), provider(&fast_seed).await]);
-    watched.set(handle.clone()).unwrap();
-    let progress = wait(&handle, 60).await;
-    eprintln!("endgame: {:?}", progress.sources);
-    assert_stored(&leecher, hash, &content).await;
-    let s = progress
-        .sources
-        .iter()
-        .find(|p| p.peer == slow)
-        .expect("the slow source delivered");
-    assert!(s.duplicate_bytes >= GROUP_SIZE, "{s:?}");
-    assert!(
-        s.useful_bytes + s.duplicate_bytes <= slow_sent.load(Ordering::SeqCst),
-        "{s:?}"
-    );
-    assert_eq!(
-        progress.sources.iter().map(|s| s.useful_bytes).sum::<u64>(),
-        content.len() as u64,
-        "each group is useful once"
-    );
-    assert_eq!(
-        progress.duplicate_bytes,
-        progress
-            .sources
-            .iter()
-            .map(|s| s.duplicate_bytes)
-            .sum::<u64>()
-    );
-    assert_eq!(progress.wasted_bytes, 0);
-    slow_cancel.cancel();
-    slow_task.await.unwrap();
-    leecher.node.shutdown().await;
-    fast_seed.node.shutdown().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_download_resumes_where_it_was() {
     let content = data(12 * MIB, 6);
@@ -658,151 +609,4 @@ async fn lie(
             return;
         }
     }
-}
-
-// ---- a source that answers late ----
-
-/// A bare network node that serves correct data but holds every response
-/// (ignoring cancels) until the download in `watched` has verified all but
-/// the groups it holds and one more: by then the other source was first
-/// with at least one of them, so at least one group it sends is a duplicate
-/// and the download is not complete yet. Gives up holding after 20 s.
-async fn start_holder(content: &[u8], watched: Arc<OnceLock<DownloadHandle>>) -> FakePeer {
-    let store = Store::in_memory();
-    let hash = store.add_bytes(content, "blob").unwrap().hash;
-    let blob = store.blob(&hash).unwrap();
-    let size = content.len() as u64;
-    let cancel = CancellationToken::new();
-    let net = NetNode::start(NetConfig::for_tests(), cancel.child_token())
-        .await
-        .unwrap();
-    let peer = net.peer_id();
-    let addrs = net.handle().listen_addrs().await.unwrap();
-    let mut incoming = net.handle().accept_streams(wire::PROTOCOL).unwrap();
-    let stop = cancel.clone();
-    let sent = Arc::new(AtomicU64::new(0));
-    let counter = sent.clone();
-    let task = tokio::spawn(async move {
-        let mut sessions = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                next = incoming.next() => {
-                    let Some((_, stream)) = next else { break };
-                    let (blob, watched, counter) = (blob.clone(), watched.clone(), counter.clone());
-                    sessions.spawn(hold(stream, hash, size, blob, watched, counter));
-                }
-            }
-        }
-        sessions.abort_all();
-        while sessions.join_next().await.is_some() {}
-        net.shutdown().await;
-    });
-    (peer, addrs, cancel, task, sent)
-}
-
-async fn hold(
-    stream: spore_net::Stream,
-    hash: Hash,
-    size: u64,
-    blob: spore_store::Blob,
-    watched: Arc<OnceLock<DownloadHandle>>,
-    sent: Arc<AtomicU64>,
-) {
-    let (mut r, mut w) = stream.split();
-    let mut decoder = Decoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut held: Vec<wire::Request> = Vec::new();
-    let mut released = false;
-    let started = Instant::now();
-    loop {
-        let mut out = Vec::new();
-        tokio::select! {
-            n = r.read(&mut buf) => match n {
-                Ok(0) | Err(_) => return,
-                Ok(n) => decoder.push(&buf[..n]),
-            },
-            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-        }
-        loop {
-            let msg = match decoder.decode_next() {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(_) => return,
-            };
-            match msg {
-                Message::Hello(_) => {
-                    let hello = Message::Hello(Hello {
-                        version: 1,
-                        hash,
-                        max_in_flight: 64,
-                        capabilities: 0,
-                    });
-                    wire::encode(&hello, &mut out).unwrap();
-                    wire::encode(&Message::HaveAll { hash, size }, &mut out).unwrap();
-                }
-                Message::Interested => wire::encode(&Message::Unchoke, &mut out).unwrap(),
-                // the size check (the last group alone) is answered at once
-                Message::Request(req) => {
-                    let last = group_count(size) - 1;
-                    if req.groups == (last..last + 1) {
-                        respond(&blob, &req, &sent, &mut out);
-                    } else {
-                        held.push(req);
-                    }
-                }
-                Message::Ping { nonce } => {
-                    wire::encode(&Message::Pong { nonce }, &mut out).unwrap();
-                }
-                Message::Error { .. } => return,
-                _ => {}
-            }
-        }
-        if !released {
-            let held_bytes: u64 = held
-                .iter()
-                .map(|q| (q.groups.end * GROUP_SIZE).min(size) - q.groups.start * GROUP_SIZE)
-                .sum();
-            let verified = watched.get().map_or(0, |h| h.progress().verified_bytes);
-            released = (held_bytes > GROUP_SIZE && verified + held_bytes >= size + GROUP_SIZE)
-                || started.elapsed() > Duration::from_secs(20);
-        }
-        if released {
-            for req in held.drain(..) {
-                respond(&blob, &req, &sent, &mut out);
-            }
-        }
-        if !out.is_empty() && (w.write_all(&out).await.is_err() || w.flush().await.is_err()) {
-            return;
-        }
-    }
-}
-
-/// Appends a full, correct response to `req` to `out`.
-fn respond(blob: &spore_store::Blob, req: &wire::Request, sent: &AtomicU64, out: &mut Vec<u8>) {
-    let c = wire::group_chunks(req.groups.clone());
-    let ranges = ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end));
-    let mut payload = Vec::new();
-    blob.encode(&ranges, &mut payload).unwrap();
-    sent.fetch_add(payload.len() as u64, Ordering::SeqCst);
-    let ok = Status::Ok;
-    wire::encode(
-        &Message::Response {
-            id: req.id,
-            status: ok,
-        },
-        out,
-    )
-    .unwrap();
-    let mut frames = DataWriter::new(req.id, 256 * 1024, &mut *out);
-    std::io::Write::write_all(&mut frames, &payload).unwrap();
-    frames.finish().unwrap();
-    wire::encode(
-        &Message::End {
-            id: req.id,
-            status: ok,
-        },
-        out,
-    )
-    .unwrap();
 }
