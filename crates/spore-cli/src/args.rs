@@ -180,6 +180,10 @@ pub(crate) struct NodeArgs {
     /// pieces at a time (turns off `[transfer] super_seed`).
     #[arg(long)]
     pub(crate) no_super_seed: bool,
+    /// TEST ONLY: corrupt every chunk group this node uploads (the testbed's
+    /// lying sources). Peers ban it after 3 bad groups.
+    #[arg(long, hide = true)]
+    pub(crate) debug_lie_uploads: bool,
 }
 
 /// A rate in bytes per second from text such as `10M`, `500K`, `2MiB/s` or `0`.

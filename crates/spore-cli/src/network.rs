@@ -82,6 +82,7 @@ fn node_config(home: &Home, args: &NodeArgs) -> Result<NodeConfig> {
         config.transfer.max_download = rate;
     }
     config.transfer.super_seed &= !args.no_super_seed;
+    config.transfer.debug_lie_uploads = args.debug_lie_uploads;
     Ok(config)
 }
 

@@ -306,7 +306,13 @@ pub(crate) async fn disconnect(
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SourceOut {
     peer_id: String,
+    /// Bytes of verified groups this peer delivered first.
     useful_bytes: u64,
+    /// Bytes of groups it delivered that verified but were already present.
+    duplicate_bytes: u64,
+    /// Payload bytes of its responses that failed verification.
+    wasted_bytes: u64,
+    /// Groups it sent that failed verification (banned at 3).
     bad_groups: u32,
     banned: bool,
 }
@@ -322,6 +328,10 @@ pub(crate) struct DownloadOut {
     size: Option<u64>,
     verified_bytes: u64,
     resumed_bytes: u64,
+    /// Bytes that verified but were already present, over every source.
+    duplicate_bytes: u64,
+    /// Bytes of responses that failed verification, over every source.
+    wasted_bytes: u64,
     peers: usize,
     /// Verified bytes per second, recently.
     rate: f64,
@@ -352,6 +362,8 @@ pub(crate) fn download_out(handle: &spore_node::transfer::DownloadHandle) -> Dow
         size: p.size,
         verified_bytes: p.verified_bytes,
         resumed_bytes: p.resumed_bytes,
+        duplicate_bytes: p.duplicate_bytes,
+        wasted_bytes: p.wasted_bytes,
         peers: p.peers,
         rate: p.rate,
         state: state.to_string(),
@@ -364,6 +376,8 @@ pub(crate) fn download_out(handle: &spore_node::transfer::DownloadHandle) -> Dow
             .map(|s| SourceOut {
                 peer_id: s.peer.to_string(),
                 useful_bytes: s.useful_bytes,
+                duplicate_bytes: s.duplicate_bytes,
+                wasted_bytes: s.wasted_bytes,
                 bad_groups: s.bad_groups,
                 banned: s.banned,
             })

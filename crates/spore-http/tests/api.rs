@@ -366,6 +366,13 @@ async fn downloads_start_report_progress_and_finish() {
             .iter()
             .any(|s| s["useful_bytes"].as_u64() > Some(0))
     );
+    // one honest source: nothing duplicated or wasted, and the API says so
+    for s in last["sources"].as_array().unwrap() {
+        assert_eq!(s["duplicate_bytes"], 0, "{s}");
+        assert_eq!(s["wasted_bytes"], 0, "{s}");
+    }
+    assert_eq!(last["duplicate_bytes"], 0, "{last}");
+    assert_eq!(last["wasted_bytes"], 0, "{last}");
     let (_, list) = b.get_json("/v1/downloads").await;
     assert!(list.as_array().unwrap().iter().any(|d| d["id"] == id));
     // the download is in b's store, tagged, and verified

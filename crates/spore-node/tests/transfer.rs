@@ -4,7 +4,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use common::{
     MIB, TestNode, assert_stored, data, fast, limited, provider, seed_with, start, start_in, wait,
@@ -299,7 +305,7 @@ async fn a_liar_is_banned_and_the_download_completes() {
     let content = data(8 * MIB, 5);
     let honest = start(limited(4 * MIB)).await;
     let hash = seed_with(&honest, &content).await;
-    let (liar, liar_addrs, liar_cancel, liar_task) = start_liar(&content).await;
+    let (liar, liar_addrs, liar_cancel, liar_task, liar_sent) = start_liar(&content).await;
     let leecher = start(fast()).await;
     let handle = leecher
         .node
@@ -314,6 +320,18 @@ async fn a_liar_is_banned_and_the_download_completes() {
         .expect("the liar was used");
     assert!(l.banned, "the liar is banned");
     assert_eq!(l.bad_groups, 3, "banned at the third bad group");
+    // its bad responses were thrown away, and no more than it sent
+    let sent = liar_sent.load(Ordering::SeqCst);
+    assert!(l.wasted_bytes > 0, "{l:?}");
+    assert!(
+        l.wasted_bytes <= sent,
+        "wasted {} of {sent} sent",
+        l.wasted_bytes
+    );
+    assert_eq!(
+        progress.wasted_bytes,
+        progress.sources.iter().map(|s| s.wasted_bytes).sum::<u64>()
+    );
     liar_cancel.cancel();
     liar_task.await.unwrap();
     leecher.node.shutdown().await;
@@ -328,7 +346,7 @@ async fn a_liar_caught_at_the_size_check_is_banned_at_its_third_bad_group() {
     let content = data(4 * MIB, 10);
     let honest = start(limited(2 * MIB)).await;
     let hash = seed_with(&honest, &content).await;
-    let (liar, liar_addrs, liar_cancel, liar_task) = start_liar_with(&content, true).await;
+    let (liar, liar_addrs, liar_cancel, liar_task, _) = start_liar_with(&content, true).await;
     let leecher = start(fast()).await;
     // the ticket names only the liar; the honest seed is found among connected peers
     let (honest_id, honest_addrs) = provider(&honest).await;
@@ -353,6 +371,57 @@ async fn a_liar_caught_at_the_size_check_is_banned_at_its_third_bad_group() {
     liar_task.await.unwrap();
     leecher.node.shutdown().await;
     honest.node.shutdown().await;
+}
+
+/// The real binary's lying mode (`--debug-lie-uploads`): a node that
+/// corrupts what it uploads is banned at its third bad group, the download
+/// verifies from the honest seed, and what the liar sent is counted as
+/// wasted (never more than it sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_in_lying_mode_is_banned_and_its_waste_counted() {
+    let content = data(8 * MIB, 11);
+    let honest = start(limited(4 * MIB)).await;
+    let hash = seed_with(&honest, &content).await;
+    let liar = start(TransferConfig {
+        debug_lie_uploads: true,
+        ..fast()
+    })
+    .await;
+    seed_with(&liar, &content).await;
+    let leecher = start(fast()).await;
+    let handle = leecher
+        .node
+        .download(hash, vec![provider(&liar).await, provider(&honest).await]);
+    let progress = wait(&handle, 60).await;
+    eprintln!("with a lying node: {:?}", progress.sources);
+    assert_stored(&leecher, hash, &content).await;
+    let liar_id = liar.node.net().local_peer_id();
+    let l = progress
+        .sources
+        .iter()
+        .find(|p| p.peer == liar_id)
+        .expect("the liar was used");
+    assert!(l.banned, "the liar is banned: {l:?}");
+    assert_eq!(l.bad_groups, 3, "banned at the third bad group");
+    assert_eq!(l.useful_bytes, 0, "every group it sent was bad");
+    let sent = liar.node.transfer().upload_stats().per_peer[&leecher.node.net().local_peer_id()];
+    assert!(l.wasted_bytes > 0, "{l:?}");
+    assert!(
+        l.wasted_bytes <= sent,
+        "wasted {} of {sent} sent",
+        l.wasted_bytes
+    );
+    let h = progress
+        .sources
+        .iter()
+        .find(|p| p.peer == honest.node.net().local_peer_id())
+        .unwrap();
+    assert_eq!((h.bad_groups, h.wasted_bytes, h.banned), (0, 0, false));
+    assert_eq!(h.useful_bytes, content.len() as u64);
+    assert_eq!(progress.wasted_bytes, l.wasted_bytes);
+    for n in [leecher, liar, honest] {
+        n.node.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,28 +584,23 @@ async fn first_message(r: &mut futures::io::ReadHalf<spore_net::Stream>) -> Opti
 /// A bare network node that speaks `/spore/blob/1` and corrupts every
 /// payload, except the blob's last group (so it passes the size check and
 /// has to be caught by the per-group verification).
-async fn start_liar(
-    content: &[u8],
-) -> (
-    PeerId,
-    Vec<Multiaddr>,
-    CancellationToken,
-    tokio::task::JoinHandle<()>,
-) {
+async fn start_liar(content: &[u8]) -> FakePeer {
     start_liar_with(content, false).await
 }
 
-/// A liar that also corrupts the last group when `corrupt_last` (so it is
-/// caught by the size check too).
-async fn start_liar_with(
-    content: &[u8],
-    corrupt_last: bool,
-) -> (
+/// A fake source: its id and addresses, what stops it, its task, and the
+/// payload bytes it sent.
+type FakePeer = (
     PeerId,
     Vec<Multiaddr>,
     CancellationToken,
     tokio::task::JoinHandle<()>,
-) {
+    Arc<AtomicU64>,
+);
+
+/// A liar that also corrupts the last group when `corrupt_last` (so it is
+/// caught by the size check too).
+async fn start_liar_with(content: &[u8], corrupt_last: bool) -> FakePeer {
     let store = Store::in_memory();
     let hash = store.add_bytes(content, "blob").unwrap().hash;
     let blob = store.blob(&hash).unwrap();
@@ -549,6 +613,8 @@ async fn start_liar_with(
     let addrs = net.handle().listen_addrs().await.unwrap();
     let mut incoming = net.handle().accept_streams(wire::PROTOCOL).unwrap();
     let stop = cancel.clone();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
     let task = tokio::spawn(async move {
         let mut sessions = tokio::task::JoinSet::new();
         loop {
@@ -556,7 +622,7 @@ async fn start_liar_with(
                 _ = stop.cancelled() => break,
                 next = incoming.next() => {
                     let Some((_, stream)) = next else { break };
-                    sessions.spawn(lie(stream, hash, size, blob.clone(), corrupt_last));
+                    sessions.spawn(lie(stream, hash, size, blob.clone(), corrupt_last, counter.clone()));
                 }
             }
         }
@@ -564,7 +630,7 @@ async fn start_liar_with(
         while sessions.join_next().await.is_some() {}
         net.shutdown().await;
     });
-    (peer, addrs, cancel, task)
+    (peer, addrs, cancel, task, sent)
 }
 
 async fn lie(
@@ -573,6 +639,7 @@ async fn lie(
     size: u64,
     blob: spore_store::Blob,
     corrupt_last: bool,
+    sent: Arc<AtomicU64>,
 ) {
     let (mut r, mut w) = stream.split();
     let mut decoder = Decoder::new();
@@ -615,6 +682,7 @@ async fn lie(
                     let at = payload.len() - 1;
                     payload[at] ^= 0xff; // the request's last group is bad
                 }
+                sent.fetch_add(payload.len() as u64, Ordering::SeqCst);
                 let header = Message::Response {
                     id: req.id,
                     status: Status::Ok,

@@ -39,6 +39,8 @@ pub struct Ingested {
     pub new_groups: Vec<u64>,
     /// Chunk groups that were verified again but were already present.
     pub duplicate_groups: u64,
+    /// Their bytes (the last group of a blob may be short).
+    pub duplicate_bytes: u64,
 }
 
 /// Why an ingest stopped. Groups verified before the failure are kept.
@@ -104,6 +106,7 @@ impl PartialBlob {
                             || leaf.offset + leaf.data.len() as u64 == self.size());
                     if self.verified.get(group) {
                         ingested.duplicate_groups += 1;
+                        ingested.duplicate_bytes += leaf.data.len() as u64;
                         continue;
                     }
                     self.data

@@ -348,7 +348,17 @@ fn corrupted_response_is_blamed_on_the_right_group_and_not_written() {
             partial.ingest(&ranges, cut),
             Err(IngestError::Truncated { .. })
         ));
-        partial.ingest(&ranges, good.as_slice()).unwrap();
+        // groups verified before come again: counted as duplicates, by their bytes
+        let size = bytes.len() as u64;
+        let present = partial.verified().clone();
+        let present_bytes: u64 = (0..spore_core::group_count(size))
+            .filter(|g| present.get(*g))
+            .map(|g| ((g + 1) * GROUP_SIZE).min(size) - g * GROUP_SIZE)
+            .sum();
+        assert!(present_bytes > 0);
+        let again = partial.ingest(&ranges, good.as_slice()).unwrap();
+        assert_eq!(again.duplicate_groups, present.count_ones());
+        assert_eq!(again.duplicate_bytes, present_bytes);
         assert!(partial.is_complete());
     });
 }

@@ -57,7 +57,7 @@ pub fn run_aria2(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepo
             Trigger::When { .. } => bail!("the BitTorrent run knows only timed events"),
         };
         match e.action {
-            Action::Start => {}
+            Action::Start { .. } => {}
             Action::Share { .. } => {
                 if seed.is_some() || e.hosts.len() != 1 {
                     bail!("the BitTorrent run needs exactly one sharing host");

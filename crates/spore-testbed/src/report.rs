@@ -26,7 +26,13 @@ pub enum DownloadOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SourceStats {
     pub host: String,
+    /// Bytes of groups it delivered first.
     pub useful_bytes: u64,
+    /// Bytes of groups it delivered after another source (verified, unused).
+    pub duplicate_bytes: u64,
+    /// Bytes of its responses that failed verification.
+    pub wasted_bytes: u64,
+    /// Groups that failed verification: its strikes (banned at 3).
     pub bad_groups: u64,
     pub banned: bool,
 }
@@ -267,18 +273,24 @@ impl RunReport {
             .filter(|h| !h.sources.is_empty())
             .collect();
         if !with_sources.is_empty() {
+            s.push('\n');
+            for h in &with_sources {
+                s.push_str(&self.source_summary(h));
+            }
             let _ = writeln!(
                 s,
-                "\n| downloader | source | useful MiB | bad groups | banned |\n|---|---|---|---|---|"
+                "\n| downloader | source | useful MiB | duplicate MiB | wasted MiB | bad groups | banned |\n|---|---|---|---|---|---|---|"
             );
             for h in with_sources {
                 for src in &h.sources {
                     let _ = writeln!(
                         s,
-                        "| {} | {} | {:.1} | {} | {} |",
+                        "| {} | {} | {:.1} | {:.2} | {:.2} | {} | {} |",
                         h.name,
                         src.host,
                         mib(src.useful_bytes),
+                        mib(src.duplicate_bytes),
+                        mib(src.wasted_bytes),
                         src.bad_groups,
                         src.banned
                     );
@@ -286,6 +298,48 @@ impl RunReport {
             }
         }
         s
+    }
+
+    /// One downloader's duplicates, waste and bans, from its node's
+    /// per-source counters (DESIGN.md §6: duplicates ≤ 1%, waste ≤ 10%,
+    /// liars banned within 3 bad groups).
+    fn source_summary(&self, h: &HostReport) -> String {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let pct = |b: u64| b as f64 * 100.0 / self.file_bytes.max(1) as f64;
+        let duplicate: u64 = h.sources.iter().map(|s| s.duplicate_bytes).sum();
+        let wasted: u64 = h.sources.iter().map(|s| s.wasted_bytes).sum();
+        let mut line = format!(
+            "- {}: duplicate bytes {:.2} MiB ({:.2}% of F), wasted bytes {:.2} MiB ({:.2}% of F)",
+            h.name,
+            mib(duplicate),
+            pct(duplicate),
+            mib(wasted),
+            pct(wasted)
+        );
+        let banned: Vec<String> = h
+            .sources
+            .iter()
+            .filter(|s| s.banned)
+            .map(|s| format!("{} after {}", s.host, s.bad_groups))
+            .collect();
+        if !banned.is_empty() {
+            let _ = write!(line, "; banned (strikes): {}", banned.join(", "));
+        }
+        let unbanned_liars: Vec<&str> = h
+            .sources
+            .iter()
+            .filter(|s| !s.banned && s.bad_groups > 0)
+            .map(|s| s.host.as_str())
+            .collect();
+        if !unbanned_liars.is_empty() {
+            let _ = write!(
+                line,
+                "; sent bad groups, not banned: {}",
+                unbanned_liars.join(", ")
+            );
+        }
+        line.push('\n');
+        line
     }
 
     /// Download rate of each host between samples, in Mbit/s: `(host, [(t, rate)])`.
@@ -395,12 +449,24 @@ do = "get"
             cpu_s: 0.5,
             peak_rss_mib: 20.0,
             emulator_cpu_s: 0.0,
-            sources: vec![SourceStats {
-                host: "s".into(),
-                useful_bytes: 1 << 20,
-                bad_groups: 2,
-                banned: true,
-            }],
+            sources: vec![
+                SourceStats {
+                    host: "s".into(),
+                    useful_bytes: 1 << 20,
+                    duplicate_bytes: 16 << 10,
+                    wasted_bytes: 0,
+                    bad_groups: 0,
+                    banned: false,
+                },
+                SourceStats {
+                    host: "liar".into(),
+                    useful_bytes: 0,
+                    duplicate_bytes: 0,
+                    wasted_bytes: 96 << 10,
+                    bad_groups: 3,
+                    banned: true,
+                },
+            ],
         }
     }
 
@@ -449,7 +515,19 @@ do = "get"
             md.contains("- l2: goodput 7.0 Mbit/s; received 100.0% more than F"),
             "{md}"
         );
-        assert!(md.contains("| l1 | s | 1.0 | 2 | true |"));
+        assert!(
+            md.contains("| l1 | s | 1.0 | 0.02 | 0.00 | 0 | false |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| l1 | liar | 0.0 | 0.00 | 0.09 | 3 | true |"),
+            "{md}"
+        );
+        // 16 KiB of duplicates and 96 KiB wasted of a 1 MiB file
+        assert!(
+            md.contains("- l1: duplicate bytes 0.02 MiB (1.56% of F), wasted bytes 0.09 MiB (9.38% of F); banned (strikes): liar after 3"),
+            "{md}"
+        );
         assert!(r.summary().contains("2/2 downloads done"));
     }
 

@@ -43,6 +43,8 @@ struct HostState {
     get_started: Option<Instant>,
     /// The node was started once (for `restart`).
     peer_id: Option<String>,
+    /// Started with `--debug-lie-uploads` (kept across restarts).
+    lying: bool,
     outcome: DownloadOutcome,
     completion: Option<f64>,
     attempts: u32,
@@ -204,6 +206,9 @@ impl Run<'_> {
             "--no-mdns",
             "--advertise-listen-addrs",
         ]);
+        if self.hosts[i].lying {
+            cmd.arg("--debug-lie-uploads");
+        }
         for b in self.running_peers(i) {
             cmd.args(["--bootstrap", &b]);
         }
@@ -233,7 +238,12 @@ impl Run<'_> {
                 self.hosts[i].home.join("node.log").display()
             );
         }
-        self.log(format!("{}: node up", self.bed.hosts[i].name));
+        let lying = if self.hosts[i].lying {
+            " (lying: corrupts its uploads)"
+        } else {
+            ""
+        };
+        self.log(format!("{}: node up{lying}", self.bed.hosts[i].name));
         Ok(())
     }
 
@@ -354,6 +364,8 @@ impl Run<'_> {
                         SourceStats {
                             host: names.get(&peer).cloned().unwrap_or(peer),
                             useful_bytes: s["useful_bytes"].as_u64().unwrap_or(0),
+                            duplicate_bytes: s["duplicate_bytes"].as_u64().unwrap_or(0),
+                            wasted_bytes: s["wasted_bytes"].as_u64().unwrap_or(0),
                             bad_groups: s["bad_groups"].as_u64().unwrap_or(0),
                             banned: s["banned"].as_bool().unwrap_or(false),
                         }
@@ -399,7 +411,10 @@ impl Run<'_> {
     fn apply(&mut self, i: usize, action: &Action) -> Result<()> {
         let name = self.bed.hosts[i].name.clone();
         match action {
-            Action::Start => self.start_node(i)?,
+            Action::Start { lie } => {
+                self.hosts[i].lying = *lie;
+                self.start_node(i)?;
+            }
             Action::Share { copy } => self.share(i, *copy)?,
             Action::Get => self.get(i)?,
             Action::Kill => {
@@ -579,6 +594,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepor
                 get: None,
                 get_started: None,
                 peer_id: None,
+                lying: false,
                 outcome: DownloadOutcome::NotAsked,
                 completion: None,
                 attempts: 0,

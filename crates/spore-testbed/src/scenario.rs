@@ -37,10 +37,12 @@
 //! (one draw per host, from the scenario's seed), or `when` a host's counters
 //! pass a fraction of the file: `when = { host = "seed", uploaded = 1.1 }` or
 //! `when = { host = "dl", downloaded = 0.5 }`. `fraction = 0.3` picks that share
-//! of the matched hosts at random (seeded). Actions: `start`, `share` (`copy =
+//! of the matched hosts at random (seeded). Actions: `start` (`lie = true`
+//! starts the node with the test-only `--debug-lie-uploads`: it corrupts
+//! every chunk group it uploads, also after a `restart`), `share` (`copy =
 //! true` stores a copy), `get`, `kill`, `restart`, `corrupt` (`groups = N`
-//! 16 KiB groups of the host's stored copy get a flipped byte), `set_link`
-//! (`up_mbit`/`down_mbit`).
+//! 16 KiB groups of the host's stored copy get a flipped byte, which the
+//! node refuses to serve rather than sends), `set_link` (`up_mbit`/`down_mbit`).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -151,6 +153,7 @@ pub struct Event {
     #[serde(rename = "do")]
     pub action: ActionKind,
     pub copy: Option<bool>,
+    pub lie: Option<bool>,
     pub groups: Option<u32>,
     pub up_mbit: Option<f64>,
     pub down_mbit: Option<f64>,
@@ -189,7 +192,10 @@ pub enum Trigger {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Action {
-    Start,
+    Start {
+        /// With `--debug-lie-uploads`: a source that sends bad data.
+        lie: bool,
+    },
     Share {
         copy: bool,
     },
@@ -422,6 +428,7 @@ fn action(e: &Event) -> Result<Action, String> {
     let extra = |allowed: &[&str]| -> Result<(), String> {
         let given = [
             ("copy", e.copy.is_some()),
+            ("lie", e.lie.is_some()),
             ("groups", e.groups.is_some()),
             ("up_mbit", e.up_mbit.is_some()),
             ("down_mbit", e.down_mbit.is_some()),
@@ -433,8 +440,10 @@ fn action(e: &Event) -> Result<Action, String> {
     };
     Ok(match e.action {
         ActionKind::Start => {
-            extra(&[])?;
-            Action::Start
+            extra(&["lie"])?;
+            Action::Start {
+                lie: e.lie.unwrap_or(false),
+            }
         }
         ActionKind::Share => {
             extra(&["copy"])?;
@@ -622,6 +631,12 @@ do = "kill"
         );
         assert!(
             err(&format!(
+                "{base}[[events]]\nat_s = 0\nhosts = [\"a\"]\ndo = \"get\"\nlie = true\n"
+            ))
+            .contains("does not apply")
+        );
+        assert!(
+            err(&format!(
                 "{base}[[events]]\nat_s = 0\nhosts = [\"a\"]\ndo = \"explode\"\n"
             ))
             .contains("unknown variant")
@@ -632,6 +647,38 @@ do = "kill"
             err("name = \"x\"\nevents = []\n[file]\nsize_mib = 0\n[[hosts]]\nname = \"a\"\n")
                 .contains("size_mib")
         );
+    }
+
+    #[test]
+    fn the_corrupt_scenario_starts_30_percent_of_sources_lying() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/corrupt.toml");
+        let plan = Scenario::parse(&std::fs::read_to_string(path).unwrap())
+            .unwrap()
+            .plan()
+            .unwrap();
+        let sharers: Vec<usize> = plan
+            .events
+            .iter()
+            .filter(|e| matches!(e.action, Action::Share { .. }))
+            .flat_map(|e| e.hosts.clone())
+            .collect();
+        let liars: Vec<usize> = plan
+            .events
+            .iter()
+            .filter(|e| e.action == Action::Start { lie: true })
+            .flat_map(|e| e.hosts.clone())
+            .collect();
+        assert_eq!(sharers.len(), 10);
+        assert_eq!(liars.len(), 3);
+        assert!(liars.iter().all(|l| sharers.contains(l)));
+        // every host is started once, liars with the flag
+        let started: usize = plan
+            .events
+            .iter()
+            .filter(|e| matches!(e.action, Action::Start { .. }))
+            .map(|e| e.hosts.len())
+            .sum();
+        assert_eq!(started, plan.hosts.len());
     }
 
     #[test]

@@ -349,6 +349,8 @@ impl Run {
             p.peers = peers;
             p.rate = rate;
             p.files_done = files_done;
+            p.duplicate_bytes = sources.iter().map(|s| s.duplicate_bytes).sum();
+            p.wasted_bytes = sources.iter().map(|s| s.wasted_bytes).sum();
             p.sources = sources;
         });
     }
@@ -375,10 +377,14 @@ fn merge_sources(into: &mut HashMap<PeerId, SourceProgress>, from: &[SourceProgr
         let e = into.entry(s.peer).or_insert_with(|| SourceProgress {
             peer: s.peer,
             useful_bytes: 0,
+            duplicate_bytes: 0,
+            wasted_bytes: 0,
             bad_groups: 0,
             banned: false,
         });
         e.useful_bytes += s.useful_bytes;
+        e.duplicate_bytes += s.duplicate_bytes;
+        e.wasted_bytes += s.wasted_bytes;
         e.bad_groups += s.bad_groups;
         e.banned |= s.banned;
     }

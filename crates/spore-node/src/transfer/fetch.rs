@@ -118,17 +118,24 @@ enum Done {
         peer: PeerId,
         id: u64,
         new_groups: Vec<u64>,
+        /// Bytes of groups that verified but were already present.
+        duplicate_bytes: u64,
     },
     Bad {
         peer: PeerId,
         id: u64,
         group: u64,
         new_groups: Vec<u64>,
+        duplicate_bytes: u64,
+        /// Payload bytes of the response that were thrown away: all of it
+        /// but the groups that verified before the bad one.
+        wasted_bytes: u64,
     },
     Truncated {
         peer: PeerId,
         id: u64,
         new_groups: Vec<u64>,
+        duplicate_bytes: u64,
     },
     Fatal(String),
     Finished,
@@ -151,6 +158,8 @@ struct Source {
     /// Heard of again while a session was being opened (see `missing`).
     heard_again: bool,
     useful_bytes: u64,
+    duplicate_bytes: u64,
+    wasted_bytes: u64,
     bad_groups: u32,
     /// Bad groups sent for the size check, before the scheduler existed
     /// (handed to the scheduler when the peer joins it, so the ban after
@@ -423,10 +432,14 @@ impl Controller {
         let mut sources: Vec<SourceProgress> = self
             .sources
             .iter()
-            .filter(|(_, s)| s.useful_bytes > 0 || s.bad_groups > 0 || s.banned)
+            .filter(|(_, s)| {
+                s.useful_bytes > 0 || s.duplicate_bytes > 0 || s.bad_groups > 0 || s.banned
+            })
             .map(|(p, s)| SourceProgress {
                 peer: *p,
                 useful_bytes: s.useful_bytes,
+                duplicate_bytes: s.duplicate_bytes,
+                wasted_bytes: s.wasted_bytes,
                 bad_groups: s.bad_groups,
                 banned: s.banned,
             })
@@ -437,6 +450,8 @@ impl Controller {
             size: self.size,
             verified_bytes: bytes,
             resumed_bytes: self.resumed_bytes,
+            duplicate_bytes: self.sources.values().map(|s| s.duplicate_bytes).sum(),
+            wasted_bytes: self.sources.values().map(|s| s.wasted_bytes).sum(),
             peers: self.sources.values().filter(|s| s.up).count(),
             rate: self.rate,
             state,
@@ -849,8 +864,9 @@ impl Controller {
                 peer,
                 id,
                 new_groups,
+                duplicate_bytes,
             } => {
-                self.verified_groups(peer, &new_groups);
+                self.verified_groups(peer, &new_groups, duplicate_bytes);
                 if id >= SIZING_IDS {
                     if let Some((size, Some((_, i)))) = self.candidate
                         && i == id
@@ -872,12 +888,16 @@ impl Controller {
                 id,
                 group,
                 new_groups,
+                duplicate_bytes,
+                wasted_bytes,
             } => {
-                self.verified_groups(peer, &new_groups);
-                if let Some(s) = self.sources.get_mut(&peer)
-                    && !s.banned
-                {
-                    s.bad_groups += 1;
+                self.verified_groups(peer, &new_groups, duplicate_bytes);
+                if let Some(s) = self.sources.get_mut(&peer) {
+                    // responses in flight when it was banned still cost us
+                    s.wasted_bytes += wasted_bytes;
+                    if !s.banned {
+                        s.bad_groups += 1;
+                    }
                 }
                 if id >= SIZING_IDS {
                     // The last group or the claimed size is a lie; we cannot
@@ -927,8 +947,9 @@ impl Controller {
                 peer,
                 id,
                 new_groups,
+                duplicate_bytes,
             } => {
-                self.verified_groups(peer, &new_groups);
+                self.verified_groups(peer, &new_groups, duplicate_bytes);
                 if let Some(sched) = self.sched.as_mut() {
                     sched.on_request_failed(&peer, RequestId(id), now);
                 }
@@ -944,7 +965,9 @@ impl Controller {
         }
     }
 
-    fn verified_groups(&mut self, peer: PeerId, groups: &[u64]) {
+    /// Credits `peer` with the groups it delivered first and the bytes of
+    /// those it delivered after someone else (endgame duplicates).
+    fn verified_groups(&mut self, peer: PeerId, groups: &[u64], duplicate_bytes: u64) {
         let now = Instant::now();
         let mut bytes = 0;
         for &g in groups {
@@ -958,6 +981,7 @@ impl Controller {
         }
         if let Some(s) = self.sources.get_mut(&peer) {
             s.useful_bytes += bytes;
+            s.duplicate_bytes += duplicate_bytes;
         }
         self.shared
             .downloaded
@@ -1111,25 +1135,39 @@ fn worker(
             } => {
                 let c = wire::group_chunks(groups);
                 let ranges = ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end));
+                let payload: u64 = chunks.iter().map(|c| c.len() as u64).sum();
                 let reader = ChunksReader {
                     chunks: chunks.into(),
                 };
+                let size = p.size();
                 let done = match p.ingest(&ranges, reader) {
                     Ok(ing) => Done::Ingested {
                         peer,
                         id,
                         new_groups: ing.new_groups,
+                        duplicate_bytes: ing.duplicate_bytes,
                     },
-                    Err(IngestError::BadData { group, ingested }) => Done::Bad {
-                        peer,
-                        id,
-                        group,
-                        new_groups: ingested.new_groups,
-                    },
+                    Err(IngestError::BadData { group, ingested }) => {
+                        let kept: u64 = ingested
+                            .new_groups
+                            .iter()
+                            .map(|g| ((g + 1) * GROUP_SIZE).min(size) - (g * GROUP_SIZE).min(size))
+                            .sum::<u64>()
+                            + ingested.duplicate_bytes;
+                        Done::Bad {
+                            peer,
+                            id,
+                            group,
+                            new_groups: ingested.new_groups,
+                            duplicate_bytes: ingested.duplicate_bytes,
+                            wasted_bytes: payload.saturating_sub(kept),
+                        }
+                    }
                     Err(IngestError::Truncated { ingested, .. }) => Done::Truncated {
                         peer,
                         id,
                         new_groups: ingested.new_groups,
+                        duplicate_bytes: ingested.duplicate_bytes,
                     },
                     Err(IngestError::Store(e)) => Done::Fatal(e.to_string()),
                 };

@@ -11,6 +11,8 @@
 //!   arrives, and flushes it every second.
 //! - [`stream_io`](self::stream_io): frames over a stream, bounded and with
 //!   timeouts.
+//! - [`lying`](self::lying): a test-only mode in which the serving side
+//!   corrupts the chunk data it sends (`--debug-lie-uploads`).
 //!
 //! - [`collection`](self::collection): a collection download: the manifest
 //!   blob first (validated before anything else happens), then its member
@@ -24,6 +26,7 @@
 
 mod collection;
 mod fetch;
+mod lying;
 mod serve;
 mod stream;
 mod stream_io;
@@ -75,6 +78,12 @@ pub struct TransferConfig {
     /// tell each only a few pieces at a time, so the blob goes out once
     /// before any piece twice and the peers trade the rest among themselves.
     pub super_seed: bool,
+    /// TEST ONLY (`spore node --debug-lie-uploads`, never read from
+    /// `spore.toml`): corrupt every chunk group this node uploads, so that
+    /// tests and the testbed can measure bans and wasted bytes against a
+    /// real lying peer. See [`lying`](self::lying).
+    #[serde(skip)]
+    pub debug_lie_uploads: bool,
 }
 
 impl Default for TransferConfig {
@@ -89,6 +98,7 @@ impl Default for TransferConfig {
             max_sources: 32,
             discovery_interval_secs: 5,
             super_seed: true,
+            debug_lie_uploads: false,
         }
     }
 }
@@ -161,7 +171,13 @@ pub struct SourceProgress {
     pub peer: PeerId,
     /// Bytes of verified groups this peer delivered first.
     pub useful_bytes: u64,
-    /// Groups it sent that failed verification.
+    /// Bytes of groups it delivered that verified but were already present
+    /// (another peer was first, e.g. in endgame).
+    pub duplicate_bytes: u64,
+    /// Payload bytes of its responses that failed verification, thrown
+    /// away (the bad group and the rest of that response).
+    pub wasted_bytes: u64,
+    /// Groups it sent that failed verification (its strikes).
     pub bad_groups: u32,
     pub banned: bool,
 }
@@ -180,6 +196,10 @@ pub struct Progress {
     pub verified_bytes: u64,
     /// Bytes that were already present when the download started.
     pub resumed_bytes: u64,
+    /// Sum of the sources' `duplicate_bytes`.
+    pub duplicate_bytes: u64,
+    /// Sum of the sources' `wasted_bytes`.
+    pub wasted_bytes: u64,
     /// Sources with an open session.
     pub peers: usize,
     /// Verified bytes per second over the last few seconds.
@@ -200,6 +220,8 @@ impl Progress {
             size: None,
             verified_bytes: 0,
             resumed_bytes: 0,
+            duplicate_bytes: 0,
+            wasted_bytes: 0,
             peers: 0,
             rate: 0.0,
             state: DownloadState::Starting,
@@ -440,6 +462,11 @@ impl Transfer {
         cancel: CancellationToken,
     ) -> Result<Self, spore_net::NetError> {
         let incoming = net.accept_streams(PROTOCOL)?;
+        if config.debug_lie_uploads {
+            tracing::warn!(
+                "--debug-lie-uploads: this node corrupts every chunk group it uploads (a test mode; peers will ban it)"
+            );
+        }
         let now = Instant::now();
         let choker = Choker::new(
             ChokerConfig {

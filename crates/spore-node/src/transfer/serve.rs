@@ -673,14 +673,15 @@ fn start_request(
     let (tx, rx) = mpsc::channel(4);
     let chunks = wire::group_chunks(req.groups.clone());
     let ranges = ChunkRanges::from(ChunkNum(chunks.start)..ChunkNum(chunks.end));
-    let id = req.id;
+    let (id, lie) = (req.id, shared.config.debug_lie_uploads);
     let encoder = tokio::task::spawn_blocking(move || {
         let out = ChannelWriter {
             tx,
             buf: Vec::with_capacity(ENCODE_CHUNK + 64),
         };
         let mut data = DataWriter::new(id, MAX_DATA_PAYLOAD, out);
-        b.encode(&ranges, &mut data).map_err(|e| e.to_string())?;
+        let encoded = super::lying::maybe_lying(lie, &mut data);
+        b.encode(&ranges, encoded).map_err(|e| e.to_string())?;
         let out = data.finish().map_err(|e| e.to_string())?;
         out.close().map_err(|e| e.to_string())
     });
