@@ -11,9 +11,11 @@
 //! rest. Once every piece has been delivered to some connected peer,
 //! everyone is told everything.
 //!
-//! A peer alone with us is told everything at once: there is nobody to trade
-//! with, and a player streaming from a single seed must be able to ask for
-//! any range.
+//! A peer alone with us for `lone_grace` (200 ms) is told everything: there
+//! is nobody to trade with, and a player streaming from a single seed must be
+//! able to ask for any range. The short wait lets the peers of a swarm that
+//! starts together arrive first; a peer told everything cannot be untold, and
+//! whatever it asks for may be a piece another peer was just given.
 //!
 //! Pure state machine: the node calls it from its serving sessions and sends
 //! what [`SuperSeed::take_reveal`] returns. Peers are keyed by session, so two
@@ -43,6 +45,8 @@ pub struct SuperSeedConfig {
     pub max_peers: usize,
     /// Blobs with fewer groups are always announced whole.
     pub min_groups: u64,
+    /// A peer alone with us this long is told everything.
+    pub lone_grace: Duration,
 }
 
 impl Default for SuperSeedConfig {
@@ -52,6 +56,7 @@ impl Default for SuperSeedConfig {
             stall: Duration::from_secs(1),
             max_peers: 256,
             min_groups: 256,
+            lone_grace: Duration::from_millis(200),
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct SuperSeed<P> {
     /// Every piece reached a connected peer once: everyone is told everything.
     over: bool,
     peers: HashMap<P, PeerState>,
+    /// The only peer, told nothing yet, and since when it is alone.
+    lone: Option<(P, Instant)>,
     rng: Rng,
 }
 
@@ -125,6 +132,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             unheld: pieces,
             over,
             peers: HashMap::new(),
+            lone: None,
             rng: Rng::new(seed),
         }
     }
@@ -147,10 +155,18 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         group / self.piece_groups
     }
 
+    /// The configuration.
+    pub fn config(&self) -> &SuperSeedConfig {
+        &self.config
+    }
+
     /// A peer's session starts; its first announcement comes from
-    /// [`take_reveal`](Self::take_reveal). It is told everything if it is
-    /// alone or if super-seeding is over. Returns false, and follows nothing,
-    /// when `max_peers` are followed already: tell that peer everything.
+    /// [`take_reveal`](Self::take_reveal): everything if super-seeding is
+    /// over, a window if others are here (the peer that waited alone gets its
+    /// window now too), and if it is alone, nothing until another peer comes
+    /// or [`poll`](Self::poll) finds it alone for `lone_grace`. Returns false,
+    /// and follows nothing, when `max_peers` are followed already: tell that
+    /// peer everything.
     pub fn add_peer(&mut self, peer: P, now: Instant) -> bool {
         if self.peers.contains_key(&peer) {
             return true;
@@ -158,7 +174,8 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         if self.peers.len() >= self.config.max_peers {
             return false;
         }
-        let all = self.over || self.peers.is_empty();
+        let all = self.over;
+        let alone = !all && self.peers.is_empty();
         let pieces = self.pieces();
         self.peers.insert(
             peer.clone(),
@@ -174,8 +191,46 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 idle_since: now,
             },
         );
+        if alone {
+            self.lone = Some((peer, now));
+            return true;
+        }
+        if let Some((waiting, _)) = self.lone.take() {
+            self.refill(&waiting);
+        }
         self.refill(&peer);
         true
+    }
+
+    /// Whether the peer has something to announce ([`take_reveal`] would not
+    /// say `Nothing`).
+    ///
+    /// [`take_reveal`]: Self::take_reveal
+    pub fn has_reveal(&self, peer: &P) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|s| s.all_pending || !s.pending.is_empty())
+    }
+
+    /// The first peer is told everything once it has been alone for
+    /// `lone_grace`; true if that happened now.
+    fn settle_lone(&mut self, now: Instant) -> bool {
+        let Some((peer, since)) = &self.lone else {
+            return false;
+        };
+        if now.saturating_duration_since(*since) < self.config.lone_grace {
+            return false;
+        }
+        let peer = peer.clone();
+        self.lone = None;
+        match self.peers.get_mut(&peer) {
+            Some(state) if !state.all => {
+                state.all = true;
+                state.all_pending = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A peer's session ended: the pieces only it got from us count as
@@ -184,6 +239,9 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         let Some(state) = self.peers.remove(peer) else {
             return;
         };
+        if self.lone.as_ref().is_some_and(|(p, _)| p == peer) {
+            self.lone = None;
+        }
         for p in state.unrequested {
             self.promised[p as usize] -= 1;
         }
@@ -268,22 +326,28 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         }
     }
 
-    /// Gives a fresh window to every idle peer that stalled; true if one
-    /// did (its session has something to announce).
+    /// Tells a peer alone for `lone_grace` everything, and gives a fresh
+    /// window to every idle peer that stalled; true if a session got
+    /// something to announce.
     pub fn poll(&mut self, now: Instant) -> bool {
         if self.over {
             return false;
         }
+        let settled = self.settle_lone(now);
         let stall = self.config.stall;
+        let lone = self.lone.as_ref().map(|(p, _)| p);
         let stalled: Vec<P> = self
             .peers
             .iter()
-            .filter(|(_, s)| {
-                !s.all && s.idle && now.saturating_duration_since(s.idle_since) >= stall
+            .filter(|(p, s)| {
+                !s.all
+                    && Some(*p) != lone
+                    && s.idle
+                    && now.saturating_duration_since(s.idle_since) >= stall
             })
             .map(|(p, _)| p.clone())
             .collect();
-        let refilled = !stalled.is_empty();
+        let refilled = settled || !stalled.is_empty();
         for peer in stalled {
             if let Some(state) = self.peers.get_mut(&peer) {
                 state.idle_since = now;
@@ -341,11 +405,11 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         self.peers.insert(peer.clone(), state);
     }
 
-    /// The piece not yet told that the fewest connected peers got from us,
-    /// then that the fewest were told, scanning from a random start so ties
-    /// fall anywhere. A piece nobody holds goes first even when another peer
-    /// was told it: the sooner every piece is out, the sooner the swarm
-    /// survives the seed.
+    /// The piece not yet told that the fewest connected peers requested from
+    /// us or were told and may still request (a told peer usually does: a
+    /// piece promised to one peer is as good as sent, and telling it to a
+    /// second would make the seed send it twice), then the one fewest
+    /// requested; scanning from a random start so ties fall anywhere.
     fn pick(&mut self, told: &Bitfield) -> Option<u64> {
         let n = self.pieces();
         let start = self.rng.below(n);
@@ -355,7 +419,8 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             if told.get(p) {
                 continue;
             }
-            let score = (self.copies[p as usize], self.promised[p as usize]);
+            let (copies, promised) = (self.copies[p as usize], self.promised[p as usize]);
+            let score = (copies + promised, copies);
             if best.is_none_or(|(s, _)| score < s) {
                 best = Some((score, p));
                 if score == (0, 0) {
@@ -424,25 +489,48 @@ mod tests {
         }
     }
 
-    /// Adds a lone peer 0 (told everything) and `n` more; returns their windows.
+    /// Adds peers 0 to `n` arriving together (peer 0 waits alone until
+    /// peer 1 comes); returns their windows.
     fn swarm(s: &mut SuperSeed<u32>, n: u32, now: Instant) -> HashMap<u32, Vec<u64>> {
         assert!(s.add_peer(0, now));
-        assert_eq!(s.take_reveal(&0), Reveal::All);
-        (1..=n)
+        assert!(!s.has_reveal(&0));
+        let mut windows: HashMap<u32, Vec<u64>> = (1..=n)
             .map(|p| {
                 assert!(s.add_peer(p, now));
                 (p, pieces_of(&s.take_reveal(&p), 64))
             })
-            .collect()
+            .collect();
+        windows.insert(0, pieces_of(&s.take_reveal(&0), 64));
+        windows
     }
 
     #[test]
-    fn a_lone_peer_is_told_everything() {
+    fn a_peer_alone_for_the_grace_is_told_everything() {
         let mut s = seeder();
-        let now = Instant::now();
-        assert!(s.add_peer(1, now));
+        let t0 = Instant::now();
+        assert!(s.add_peer(1, t0));
+        assert_eq!(s.take_reveal(&1), Reveal::Nothing);
+        assert!(!s.poll(t0 + Duration::from_millis(199)));
+        assert!(!s.has_reveal(&1));
+        assert!(s.poll(t0 + Duration::from_millis(200)));
         assert_eq!(s.take_reveal(&1), Reveal::All);
         assert_eq!(s.take_reveal(&1), Reveal::Nothing);
+        // Later peers get windows: the first one was told everything.
+        assert!(s.add_peer(2, t0 + Duration::from_secs(1)));
+        assert!(matches!(s.take_reveal(&2), Reveal::Groups(_)));
+        s.check_invariants();
+    }
+
+    #[test]
+    fn a_peer_that_waited_alone_gets_a_window_when_another_comes() {
+        let mut s = seeder();
+        let t0 = Instant::now();
+        assert!(s.add_peer(1, t0));
+        assert!(s.add_peer(2, t0 + Duration::from_millis(50)));
+        assert_eq!(pieces_of(&s.take_reveal(&1), 64).len(), 4);
+        assert_eq!(pieces_of(&s.take_reveal(&2), 64).len(), 4);
+        // No longer alone: the grace passing changes nothing.
+        assert!(!s.poll(t0 + Duration::from_millis(300)));
         s.check_invariants();
     }
 

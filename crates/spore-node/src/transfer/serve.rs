@@ -277,8 +277,20 @@ async fn serve_inner(
         _ => None,
     };
     let mut announced = None;
-    match (&blob, &seeding) {
-        (Some(_), Some(seeding)) => announce_reveal(wr, hash, seeding, true).await?,
+    match (&blob, seeding.as_mut()) {
+        (Some(_), Some(seeding)) => {
+            // Alone with us: wait a moment for the rest of a swarm that
+            // starts together (see `spore_transfer::superseed`).
+            let deadline = tokio::time::Instant::now() + seeding.lone_grace();
+            while !seeding.has_reveal() && tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = seeding.woken() => {}
+                }
+            }
+            seeding.poll(Instant::now());
+            announce_reveal(wr, hash, seeding, true).await?;
+        }
         (Some(b), None) => {
             let have = b.available();
             for msg in wire::have_messages(hash, b.size(), &have) {

@@ -8,7 +8,12 @@
 //! announce (the blob is fully out, a stalled peer got a fresh window) wakes
 //! every session of the blob; each then takes its own reveal.
 
-use std::{collections::HashMap, ops::Range, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    ops::Range,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use spore_core::{Hash, group_count};
 use spore_transfer::superseed::{Reveal, SuperSeed, SuperSeedConfig};
@@ -63,6 +68,10 @@ impl Seeding {
             return None;
         }
         let wake = blob.wake.subscribe();
+        if blob.machine.peer_count() > 1 {
+            // A peer that waited alone may have just been given its window.
+            blob.wake.send_replace(());
+        }
         Some(Self {
             shared: shared.clone(),
             hash,
@@ -76,6 +85,30 @@ impl Seeding {
     /// The blob's size.
     pub(super) fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Whether this session has something to announce.
+    pub(super) fn has_reveal(&self) -> bool {
+        lock(&self.shared.super_seeds)
+            .get(&self.hash)
+            .is_some_and(|b| b.machine.has_reveal(&self.session))
+    }
+
+    /// How long a peer alone with us waits before it is told everything.
+    pub(super) fn lone_grace(&self) -> Duration {
+        lock(&self.shared.super_seeds)
+            .get(&self.hash)
+            .map_or(Duration::ZERO, |b| b.machine.config().lone_grace)
+    }
+
+    /// Runs the blob's clock now (the first session does, once its grace
+    /// alone is over, rather than wait for the choker's tick).
+    pub(super) fn poll(&self, now: Instant) {
+        self.with(|blob| {
+            if blob.machine.poll(now) {
+                blob.wake.send_replace(());
+            }
+        });
     }
 
     /// What this session must announce now.
