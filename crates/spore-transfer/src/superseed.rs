@@ -85,8 +85,10 @@ struct PeerState {
     unrequested: BTreeSet<u32>,
     /// Pieces it requested from us.
     sent: Bitfield,
-    /// Pieces we finished sending it.
+    /// Pieces we finished sending it, every group of them.
     delivered: Bitfield,
+    /// Groups we finished sending it (a piece is delivered once all are).
+    delivered_groups: Bitfield,
     /// It may request (unchoked, interested) and has no request pending.
     idle: bool,
     /// Since when it has neither requested nor been told a fresh window.
@@ -187,6 +189,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 unrequested: BTreeSet::new(),
                 sent: Bitfield::new(pieces),
                 delivered: Bitfield::new(pieces),
+                delivered_groups: Bitfield::new(self.groups),
                 idle: false,
                 idle_since: now,
             },
@@ -306,8 +309,11 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         let Some(state) = self.peers.get_mut(peer) else {
             return;
         };
+        state.delivered_groups.set_range(groups);
         for p in pieces {
-            if state.delivered.set(p) {
+            let start = p * self.piece_groups;
+            let whole = start..(start + self.piece_groups).min(self.groups);
+            if state.delivered_groups.all_set(whole) && state.delivered.set(p) {
                 let h = &mut self.holders[p as usize];
                 if *h == 0 {
                     self.unheld -= 1;
@@ -420,6 +426,14 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 continue;
             }
             let (copies, promised) = (self.copies[p as usize], self.promised[p as usize]);
+            if self.holders[p as usize] == 0 && copies > 0 {
+                // Its first copy is on its way: a second one now would
+                // compete with the first copies of other pieces for our
+                // upload, and a seed that leaves early would leave some
+                // pieces never sent. (A piece only promised may go to
+                // another peer: the one told may be choked for long.)
+                continue;
+            }
             let score = (copies + promised, copies);
             if best.is_none_or(|(s, _)| score < s) {
                 best = Some((score, p));
@@ -581,13 +595,16 @@ mod tests {
                     "piece {piece} requested twice while others were never told"
                 );
                 s.on_request(&p, piece * 64..piece * 64 + 16, now);
-                s.on_delivered(&p, piece * 64..piece * 64 + 16);
+                s.on_delivered(&p, piece * 64..(piece + 1) * 64);
                 requests += 1;
                 s.check_invariants();
                 if !s.is_active() {
                     break 'outer;
                 }
-                let more = pieces_of(&s.take_reveal(&p), 64);
+                let more = match s.take_reveal(&p) {
+                    Reveal::Nothing => Vec::new(),
+                    r => pieces_of(&r, 64),
+                };
                 told.extend(more.iter().copied());
                 w.extend(more);
             }
@@ -645,6 +662,37 @@ mod tests {
         s.check_invariants();
     }
 
+    /// A piece whose first copy is requested but not yet delivered is not
+    /// told to anyone else, and a piece counts as delivered only whole.
+    #[test]
+    fn a_first_copy_on_its_way_is_not_told_twice() {
+        // 16 pieces of 64 groups: four peers' windows take all of them.
+        let mut s = SuperSeed::new(16 * 64, SuperSeedConfig::default(), 5);
+        let t0 = Instant::now();
+        let windows = swarm(&mut s, 3, t0);
+        assert_eq!(windows.values().map(Vec::len).sum::<usize>(), 16);
+        // Every piece is requested by the peer it was told to; none arrived.
+        for (p, w) in &windows {
+            for &piece in w {
+                s.on_request(p, piece * 64..(piece + 1) * 64, t0);
+            }
+            let _ = s.take_reveal(p);
+        }
+        assert!(s.add_peer(4, t0));
+        assert_eq!(s.take_reveal(&4), Reveal::Nothing);
+        let piece = windows[&1][0];
+        // Half of it delivered: still on its way.
+        s.on_delivered(&1, piece * 64..piece * 64 + 32);
+        s.set_idle(&4, true, t0);
+        s.poll(t0 + Duration::from_secs(1));
+        assert_eq!(s.take_reveal(&4), Reveal::Nothing);
+        // Whole: peer 4 may get its second copy.
+        s.on_delivered(&1, piece * 64 + 32..(piece + 1) * 64);
+        s.poll(t0 + Duration::from_secs(2));
+        assert_eq!(pieces_of(&s.take_reveal(&4), 64), vec![piece]);
+        s.check_invariants();
+    }
+
     #[test]
     fn pieces_only_a_departed_peer_got_are_handed_out_again() {
         let mut s = seeder();
@@ -664,7 +712,7 @@ mod tests {
         let mut queue = windows[&2].clone();
         while let Some(piece) = queue.pop() {
             s.on_request(&2, piece * 64..piece * 64 + 1, now);
-            s.on_delivered(&2, piece * 64..piece * 64 + 1);
+            s.on_delivered(&2, piece * 64..(piece + 1) * 64);
             if !s.is_active() {
                 break;
             }
