@@ -5,11 +5,14 @@
 //! any piece, so the seed's upload goes to copies of pieces the swarm already
 //! holds, and leechers end up with similar pieces and little to trade. Here,
 //! as in BitTorrent's super-seeding (BEP 16), each peer is told only a few
-//! pieces at a time, chosen among those the fewest connected peers got from
-//! us (and that no other peer was just told), so the seed hands out the
-//! whole blob once before any piece twice and the leechers must trade for the
-//! rest. Once every piece has been delivered to some connected peer,
-//! everyone is told everything.
+//! pieces at a time, chosen among those no connected peer holds and that no
+//! other peer was told or asked us for, so the seed hands out the whole blob
+//! once before any piece twice and the leechers must trade for the rest.
+//! What a peer holds comes from its own announcements (whoever it got the
+//! groups from) and from what we delivered to it, so pieces a departed peer
+//! alone held go out again, and pieces the swarm already trades are never
+//! sent twice. Once the connected peers together hold every group, everyone
+//! is told everything.
 //!
 //! A peer alone with us for `lone_grace` (200 ms) is told everything: there
 //! is nobody to trade with, and a player streaming from a single seed must be
@@ -37,9 +40,10 @@ use crate::scheduler::{piece_groups_for, rng::Rng};
 pub struct SuperSeedConfig {
     /// Pieces told to a peer and not yet requested by it.
     pub window_pieces: u32,
-    /// A peer that is idle with us (it may request, and has no request
-    /// pending) this long got the pieces it was told elsewhere or does not
-    /// want them: it is told a fresh window.
+    /// A peer with no request pending at us this long got the pieces it
+    /// was told elsewhere, does not want them, or cannot ask (choked): what
+    /// it was told and did not request is free for others, and it is told a
+    /// fresh window.
     pub stall: Duration,
     /// Peers followed at once; any more are told everything.
     pub max_peers: usize,
@@ -85,11 +89,9 @@ struct PeerState {
     unrequested: BTreeSet<u32>,
     /// Pieces it requested from us.
     sent: Bitfield,
-    /// Pieces we finished sending it, every group of them.
-    delivered: Bitfield,
-    /// Groups we finished sending it (a piece is delivered once all are).
-    delivered_groups: Bitfield,
-    /// It may request (unchoked, interested) and has no request pending.
+    /// Groups it holds: announced by it, or delivered by us.
+    holds: Bitfield,
+    /// It has no request pending at us.
     idle: bool,
     /// Since when it has neither requested nor been told a fresh window.
     idle_since: Instant,
@@ -105,12 +107,14 @@ pub struct SuperSeed<P> {
     copies: Vec<u32>,
     /// Per piece: peers told it that have not requested it yet.
     promised: Vec<u32>,
-    /// Per piece: connected peers we finished sending it to.
-    holders: Vec<u32>,
-    /// Pieces no connected peer holds from us. Counted on delivery, not
-    /// request: peers queue requests far ahead of what a slow seed sends.
+    /// Per group: connected peers that hold it (`max_peers` fits in a u16).
+    holders: Vec<u16>,
+    /// Per piece: its groups no connected peer holds.
+    missing: Vec<u32>,
+    /// Groups no connected peer holds. Counted on delivery or announcement,
+    /// not request: peers queue requests far ahead of what a slow seed sends.
     unheld: u64,
-    /// Every piece reached a connected peer once: everyone is told everything.
+    /// The connected peers held every group once: everyone is told everything.
     over: bool,
     peers: HashMap<P, PeerState>,
     /// The only peer, told nothing yet, and since when it is alone.
@@ -124,14 +128,25 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         let piece_groups = u64::from(piece_groups_for(groups));
         let pieces = groups.div_ceil(piece_groups).max(1);
         let over = groups < config.min_groups;
+        let max_peers = config.max_peers.min(usize::from(u16::MAX));
+        let missing = (0..pieces)
+            .map(|p| {
+                let start = p * piece_groups;
+                ((start + piece_groups).min(groups) - start) as u32
+            })
+            .collect();
         Self {
-            config,
+            config: SuperSeedConfig {
+                max_peers,
+                ..config
+            },
             groups,
             piece_groups,
             copies: vec![0; pieces as usize],
             promised: vec![0; pieces as usize],
-            holders: vec![0; pieces as usize],
-            unheld: pieces,
+            holders: vec![0; groups as usize],
+            missing,
+            unheld: groups,
             over,
             peers: HashMap::new(),
             lone: None,
@@ -188,8 +203,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 pending: Vec::new(),
                 unrequested: BTreeSet::new(),
                 sent: Bitfield::new(pieces),
-                delivered: Bitfield::new(pieces),
-                delivered_groups: Bitfield::new(self.groups),
+                holds: Bitfield::new(self.groups),
                 idle: false,
                 idle_since: now,
             },
@@ -199,9 +213,9 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             return true;
         }
         if let Some((waiting, _)) = self.lone.take() {
-            self.refill(&waiting);
+            self.refill(&waiting, false);
         }
-        self.refill(&peer);
+        self.refill(&peer, false);
         true
     }
 
@@ -236,8 +250,8 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         }
     }
 
-    /// A peer's session ended: the pieces only it got from us count as
-    /// unheld again, and what it was told is free for others.
+    /// A peer's session ended: the groups only it held count as unheld
+    /// again, and what it was told is free for others.
     pub fn remove_peer(&mut self, peer: &P) {
         let Some(state) = self.peers.remove(peer) else {
             return;
@@ -253,20 +267,26 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 self.copies[p as usize] -= 1;
             }
         }
-        for r in state.delivered.ones_ranges() {
-            for p in r {
-                let h = &mut self.holders[p as usize];
+        self.release(&state.holds);
+    }
+
+    /// Takes `holds` away from the holder counts.
+    fn release(&mut self, holds: &Bitfield) {
+        for r in holds.ones_ranges() {
+            for g in r {
+                let h = &mut self.holders[g as usize];
                 *h -= 1;
                 if *h == 0 {
                     self.unheld += 1;
+                    self.missing[(g / self.piece_groups) as usize] += 1;
                 }
             }
         }
     }
 
-    /// Whether the peer is idle with us: it may request (unchoked and
-    /// interested) and has no request pending. The stall clock runs only
-    /// then: a peer with a queue of requests at a slow seed is not stalled.
+    /// Whether the peer is idle with us: it has no request pending. The
+    /// stall clock runs only then: a peer with a queue of requests at a slow
+    /// seed is not stalled.
     pub fn set_idle(&mut self, peer: &P, idle: bool, now: Instant) {
         if let Some(state) = self.peers.get_mut(peer)
             && state.idle != idle
@@ -295,28 +315,31 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             }
         }
         if !self.over {
-            self.refill(peer);
+            self.refill(peer, false);
         }
     }
 
-    /// We finished sending `groups` to the peer. Once every piece is held by
-    /// a connected peer, super-seeding is over: everyone is told everything.
+    /// We finished sending `groups` to the peer.
     pub fn on_delivered(&mut self, peer: &P, groups: Range<u64>) {
+        self.on_have(peer, groups);
+    }
+
+    /// The peer announced that it holds `groups` (from us or from anyone).
+    /// Once the connected peers together hold every group, super-seeding is
+    /// over: everyone is told everything.
+    pub fn on_have(&mut self, peer: &P, groups: Range<u64>) {
         if groups.is_empty() || groups.end > self.groups {
             return;
         }
-        let pieces = self.piece_of(groups.start)..=self.piece_of(groups.end - 1);
         let Some(state) = self.peers.get_mut(peer) else {
             return;
         };
-        state.delivered_groups.set_range(groups);
-        for p in pieces {
-            let start = p * self.piece_groups;
-            let whole = start..(start + self.piece_groups).min(self.groups);
-            if state.delivered_groups.all_set(whole) && state.delivered.set(p) {
-                let h = &mut self.holders[p as usize];
+        for g in groups {
+            if state.holds.set(g) {
+                let h = &mut self.holders[g as usize];
                 if *h == 0 {
                     self.unheld -= 1;
+                    self.missing[(g / self.piece_groups) as usize] -= 1;
                 }
                 *h += 1;
             }
@@ -330,6 +353,15 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 }
             }
         }
+    }
+
+    /// The peer withdrew what it announced (`DontHave`): it holds nothing.
+    pub fn on_dont_have(&mut self, peer: &P) {
+        let Some(state) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let holds = std::mem::replace(&mut state.holds, Bitfield::new(self.groups));
+        self.release(&holds);
     }
 
     /// Tells a peer alone for `lone_grace` everything, and gives a fresh
@@ -361,7 +393,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                     self.promised[p as usize] -= 1;
                 }
             }
-            self.refill(&peer);
+            self.refill(&peer, true);
         }
         refilled
     }
@@ -393,14 +425,15 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         Reveal::Groups(ranges)
     }
 
-    /// Tells `peer` more pieces until `window_pieces` are unrequested.
-    fn refill(&mut self, peer: &P) {
+    /// Tells `peer` more pieces until `window_pieces` are unrequested; an
+    /// idle peer (`idle`) may get second copies (see [`pick`](Self::pick)).
+    fn refill(&mut self, peer: &P, idle: bool) {
         let window = self.config.window_pieces.max(1) as usize;
         let Some(mut state) = self.peers.remove(peer) else {
             return;
         };
         while !state.all && state.unrequested.len() < window {
-            let Some(p) = self.pick(&state.told) else {
+            let Some(p) = self.pick(&state, idle) else {
                 break;
             };
             state.told.set(p);
@@ -411,38 +444,58 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         self.peers.insert(peer.clone(), state);
     }
 
-    /// The piece not yet told that the fewest connected peers requested from
-    /// us or were told and may still request (a told peer usually does: a
-    /// piece promised to one peer is as good as sent, and telling it to a
-    /// second would make the seed send it twice), then the one fewest
-    /// requested; scanning from a random start so ties fall anywhere.
-    fn pick(&mut self, told: &Bitfield) -> Option<u64> {
+    /// The next piece to tell a peer: one it was not told, with a group no
+    /// connected peer holds, that nobody asked us for or was told and may
+    /// still ask (a told peer usually does: a piece promised to one peer is
+    /// as good as sent, and telling it to a second would make the seed send
+    /// it twice); the one missing the most groups, scanning from a random
+    /// start so ties fall anywhere.
+    ///
+    /// When there is none, a peer that asks us for pieces gets nothing more
+    /// and trades with the others meanwhile. A peer idle with us (`idle`)
+    /// gets the piece the fewest peers asked for or were told, among those
+    /// it lacks, rather than leave our upload unused; never a piece whose
+    /// first copy is on its way, which a second copy would slow down.
+    fn pick(&mut self, peer: &PeerState, idle: bool) -> Option<u64> {
         let n = self.pieces();
         let start = self.rng.below(n);
-        let mut best: Option<((u32, u32), u64)> = None;
+        let mut fresh: Option<(u32, u64)> = None;
+        let mut second: Option<((u32, u32), u64)> = None;
         for i in 0..n {
             let p = (start + i) % n;
-            if told.get(p) {
+            if peer.told.get(p) {
                 continue;
             }
-            let (copies, promised) = (self.copies[p as usize], self.promised[p as usize]);
-            if self.holders[p as usize] == 0 && copies > 0 {
-                // Its first copy is on its way: a second one now would
-                // compete with the first copies of other pieces for our
-                // upload, and a seed that leaves early would leave some
-                // pieces never sent. (A piece only promised may go to
-                // another peer: the one told may be choked for long.)
+            let (missing, copies, promised) = (
+                self.missing[p as usize],
+                self.copies[p as usize],
+                self.promised[p as usize],
+            );
+            if missing > 0 && copies == 0 && promised == 0 {
+                if fresh.is_none_or(|(m, _)| missing > m) {
+                    fresh = Some((missing, p));
+                    if u64::from(missing) == self.piece_groups {
+                        break;
+                    }
+                }
+                continue;
+            }
+            if !idle || (missing > 0 && copies > 0) {
+                continue;
+            }
+            let first = p * self.piece_groups;
+            if peer
+                .holds
+                .all_set(first..(first + self.piece_groups).min(self.groups))
+            {
                 continue;
             }
             let score = (copies + promised, copies);
-            if best.is_none_or(|(s, _)| score < s) {
-                best = Some((score, p));
-                if score == (0, 0) {
-                    break;
-                }
+            if second.is_none_or(|(s, _)| score < s) {
+                second = Some((score, p));
             }
         }
-        best.map(|(_, p)| p)
+        fresh.map(|(_, p)| p).or(second.map(|(_, p)| p))
     }
 
     /// Checks the counters against a recount (for tests).
@@ -450,16 +503,16 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         let n = self.pieces() as usize;
         let mut copies = vec![0u32; n];
         let mut promised = vec![0u32; n];
-        let mut holders = vec![0u32; n];
+        let mut holders = vec![0u16; self.groups as usize];
         for state in self.peers.values() {
             for r in state.sent.ones_ranges() {
                 for p in r {
                     copies[p as usize] += 1;
                 }
             }
-            for r in state.delivered.ones_ranges() {
-                for p in r {
-                    holders[p as usize] += 1;
+            for r in state.holds.ones_ranges() {
+                for g in r {
+                    holders[g as usize] += 1;
                 }
             }
             for &p in &state.unrequested {
@@ -475,6 +528,12 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         assert_eq!(holders, self.holders);
         let unheld = holders.iter().filter(|&&h| h == 0).count() as u64;
         assert_eq!(unheld, self.unheld);
+        for (p, &missing) in self.missing.iter().enumerate() {
+            let start = p as u64 * self.piece_groups;
+            let end = (start + self.piece_groups).min(self.groups);
+            let recount = (start..end).filter(|&g| holders[g as usize] == 0).count();
+            assert_eq!(missing as usize, recount, "piece {p}");
+        }
         assert!(self.peers.len() <= self.config.max_peers);
     }
 }
@@ -500,6 +559,14 @@ mod tests {
                 })
                 .collect(),
             other => panic!("expected groups, got {other:?}"),
+        }
+    }
+
+    /// The pieces of a reveal, none for `Nothing`.
+    fn told(s: &mut SuperSeed<u32>, peer: u32) -> Vec<u64> {
+        match s.take_reveal(&peer) {
+            Reveal::Nothing => Vec::new(),
+            r => pieces_of(&r, 64),
         }
     }
 
@@ -574,7 +641,7 @@ mod tests {
     }
 
     /// Peers request what they are told, one piece at a time, in turn: the
-    /// seed hands out all 256 pieces once (256 requests), then tells everyone
+    /// seed hands out all 256 pieces exactly once, then tells everyone
     /// everything.
     #[test]
     fn every_piece_goes_out_once_before_any_twice() {
@@ -585,15 +652,11 @@ mod tests {
         let mut requests = 0;
         let mut requested = BTreeSet::new();
         'outer: for _round in 0..1000 {
-            for p in 1..=8u32 {
+            for p in 0..=8u32 {
                 now += Duration::from_millis(10);
                 let w = windows.get_mut(&p).unwrap();
                 let Some(piece) = w.pop() else { continue };
-                // A second copy only once every piece has been told to someone.
-                assert!(
-                    requested.insert(piece) || told.len() == 256,
-                    "piece {piece} requested twice while others were never told"
-                );
+                assert!(requested.insert(piece), "piece {piece} told twice");
                 s.on_request(&p, piece * 64..piece * 64 + 16, now);
                 s.on_delivered(&p, piece * 64..(piece + 1) * 64);
                 requests += 1;
@@ -609,9 +672,8 @@ mod tests {
                 w.extend(more);
             }
         }
-        // The last windows overlap: at most 8 peers x 4 pieces of slack.
-        assert!((256..=256 + 32).contains(&requests), "{requests} requests");
-        assert_eq!(requested.len(), 256);
+        assert_eq!(requests, 256);
+        assert_eq!(told.len(), 256);
         assert!(!s.is_active());
         for p in 1..=8 {
             assert_eq!(s.take_reveal(&p), Reveal::All);
@@ -662,8 +724,9 @@ mod tests {
         s.check_invariants();
     }
 
-    /// A piece whose first copy is requested but not yet delivered is not
-    /// told to anyone else, and a piece counts as delivered only whole.
+    /// A piece whose first copy is on its way is told to nobody else, not
+    /// even to an idle peer with nothing to do; only when its holder leaves
+    /// with part of it does it go out again.
     #[test]
     fn a_first_copy_on_its_way_is_not_told_twice() {
         // 16 pieces of 64 groups: four peers' windows take all of them.
@@ -681,15 +744,62 @@ mod tests {
         assert!(s.add_peer(4, t0));
         assert_eq!(s.take_reveal(&4), Reveal::Nothing);
         let piece = windows[&1][0];
-        // Half of it delivered: still on its way.
         s.on_delivered(&1, piece * 64..piece * 64 + 32);
         s.set_idle(&4, true, t0);
         s.poll(t0 + Duration::from_secs(1));
         assert_eq!(s.take_reveal(&4), Reveal::Nothing);
-        // Whole: peer 4 may get its second copy.
-        s.on_delivered(&1, piece * 64 + 32..(piece + 1) * 64);
+        // Peer 1 leaves with half of it: the piece goes out again, with
+        // peer 1's other pieces.
+        s.remove_peer(&1);
         s.poll(t0 + Duration::from_secs(2));
-        assert_eq!(pieces_of(&s.take_reveal(&4), 64), vec![piece]);
+        let mut again = pieces_of(&s.take_reveal(&4), 64);
+        again.sort_unstable();
+        let mut gone = windows[&1].clone();
+        gone.sort_unstable();
+        assert_eq!(again, gone);
+        s.check_invariants();
+    }
+
+    /// What peers got from each other is never sent by the seed, and once the
+    /// peers together hold every group, everyone is told everything.
+    #[test]
+    fn what_the_swarm_holds_is_not_sent_again() {
+        let mut s = SuperSeed::new(16 * 64, SuperSeedConfig::default(), 9);
+        let t0 = Instant::now();
+        assert!(s.add_peer(1, t0));
+        // Peer 1 already holds pieces 0..12 (from other peers).
+        s.on_have(&1, 0..12 * 64);
+        assert!(s.add_peer(2, t0));
+        let mut pieces = told(&mut s, 1);
+        pieces.extend(told(&mut s, 2));
+        pieces.sort_unstable();
+        assert_eq!(pieces, vec![12, 13, 14, 15]);
+        // Peer 2 holds half of piece 12 and all of 13..16; peer 1 the rest.
+        s.on_have(&2, 12 * 64..12 * 64 + 32);
+        s.on_have(&2, 13 * 64..16 * 64);
+        assert!(s.is_active());
+        s.on_delivered(&1, 12 * 64 + 32..13 * 64);
+        assert!(!s.is_active());
+        assert_eq!(s.take_reveal(&1), Reveal::All);
+        assert_eq!(s.take_reveal(&2), Reveal::All);
+        s.check_invariants();
+    }
+
+    /// A peer that withdraws what it announced no longer holds it.
+    #[test]
+    fn a_withdrawn_announcement_frees_its_pieces() {
+        let mut s = SuperSeed::new(16 * 64, SuperSeedConfig::default(), 11);
+        let t0 = Instant::now();
+        assert!(s.add_peer(1, t0));
+        s.on_have(&1, 0..15 * 64);
+        assert!(s.add_peer(2, t0));
+        // Peer 1, here first, was told the one piece missing.
+        assert_eq!(told(&mut s, 1), vec![15]);
+        assert_eq!(told(&mut s, 2), Vec::<u64>::new());
+        s.on_dont_have(&1);
+        s.set_idle(&2, true, t0);
+        s.poll(t0 + Duration::from_secs(1));
+        assert_eq!(told(&mut s, 2).len(), 4);
         s.check_invariants();
     }
 
@@ -746,7 +856,7 @@ mod tests {
         let fresh = pieces_of(&s.take_reveal(&1), 64);
         assert_eq!(fresh.len(), 4);
         assert!(fresh.iter().all(|p| !windows[&1].contains(p)));
-        // Peer 2 is not idle (choked, or busy with our requests): its clock
+        // Peer 2 is not idle (it has requests pending with us): its clock
         // does not run.
         s.poll(t0 + Duration::from_secs(5));
         assert_eq!(s.take_reveal(&2), Reveal::Nothing);
@@ -791,12 +901,17 @@ mod tests {
                     4 => {
                         let _ = s.take_reveal(&peer);
                     }
+                    5 if rng.below(8) == 0 => s.on_dont_have(&peer),
                     _ => {
                         let start = rng.below(groups);
                         let end = (start + 1 + rng.below(128)).min(groups);
-                        s.on_request(&peer, start..end, now);
-                        if rng.below(2) == 0 {
-                            s.on_delivered(&peer, start..end);
+                        match rng.below(3) {
+                            0 => s.on_have(&peer, start..end),
+                            1 => s.on_request(&peer, start..end, now),
+                            _ => {
+                                s.on_request(&peer, start..end, now);
+                                s.on_delivered(&peer, start..end);
+                            }
                         }
                     }
                 }

@@ -371,7 +371,11 @@ pub(super) async fn run(
             lock(&c.shared.choker).set_downloading(false);
         }
     }
-    tracing::debug!(%hash, finished = c.finished, "download task ends");
+    if let Some(sched) = &c.sched {
+        tracing::info!(%hash, finished = c.finished, stats = ?sched.stats(), "download task ends");
+    } else {
+        tracing::debug!(%hash, finished = c.finished, "download task ends");
+    }
 }
 
 impl Controller {

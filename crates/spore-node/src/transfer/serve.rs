@@ -272,6 +272,7 @@ async fn serve_inner(
     let mut blob = source.blob();
     let mut seeding = match (&source, &blob) {
         (Source::Complete(_), Some(b)) => {
+            tracing::debug!(%peer, session = sid, "super-seed session joins");
             Seeding::join(shared, hash, b.size(), sid, Instant::now())
         }
         _ => None,
@@ -317,7 +318,6 @@ async fn serve_inner(
         id: sid,
     };
     let mut unchoked = false;
-    let mut interested = false;
 
     let mut queue: VecDeque<wire::Request> = VecDeque::new();
     let mut sending: Option<Sending> = None;
@@ -351,7 +351,7 @@ async fn serve_inner(
             last_sent = Instant::now();
         }
         if let Some(s) = &mut seeding {
-            s.set_idle(unchoked && interested && queue.is_empty() && sending.is_none());
+            s.set_idle(queue.is_empty() && sending.is_none());
         }
         let idle_deadline = tokio::time::Instant::from_std(last_heard + IDLE_TIMEOUT);
         let ping_deadline = tokio::time::Instant::from_std(last_sent + PING_AFTER);
@@ -494,7 +494,7 @@ async fn serve_inner(
                         }
                     }
                     Message::Interested | Message::NotInterested => {
-                        interested = matches!(msg, Message::Interested);
+                        let interested = matches!(msg, Message::Interested);
                         let (events, now_unchoked) = {
                             let mut choker = lock(&shared.choker);
                             let events = choker.set_interested(&peer, interested, Instant::now());
@@ -516,6 +516,27 @@ async fn serve_inner(
                     Message::Response { .. } | Message::Data { .. } | Message::End { .. } => {
                         // Session::receive refuses these: we never request here.
                         break Err(Close::With(ErrorCode::ProtocolViolation, "unexpected payload".into()));
+                    }
+                    // What the peer holds (from anyone) steers super-seeding.
+                    Message::HaveAll { hash: h, size } if h == hash => {
+                        if let Some(s) = seeding.as_ref().filter(|s| s.size() == size) {
+                            s.on_have(0..group_count(size));
+                        }
+                    }
+                    Message::Have(slice) if slice.hash == hash => {
+                        if let Some(s) = seeding.as_ref().filter(|s| s.size() == slice.size) {
+                            slice.present().for_each(|r| s.on_have(r));
+                        }
+                    }
+                    Message::HaveRanges { hash: h, ranges } if h == hash => {
+                        if let Some(s) = &seeding {
+                            ranges.into_iter().for_each(|r| s.on_have(r));
+                        }
+                    }
+                    Message::DontHave { hash: h } if h == hash => {
+                        if let Some(s) = &seeding {
+                            s.on_dont_have();
+                        }
                     }
                     Message::WantHave { hash: other } if other != hash => {
                         wr.send(&Message::DontHave { hash: other }).await?;

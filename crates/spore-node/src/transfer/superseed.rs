@@ -113,32 +113,51 @@ impl Seeding {
 
     /// What this session must announce now.
     pub(super) fn reveal(&self) -> Reveal {
-        lock(&self.shared.super_seeds)
+        let reveal = lock(&self.shared.super_seeds)
             .get_mut(&self.hash)
-            .map_or(Reveal::Nothing, |b| b.machine.take_reveal(&self.session))
+            .map_or(Reveal::Nothing, |b| b.machine.take_reveal(&self.session));
+        if reveal != Reveal::Nothing {
+            tracing::debug!(session = self.session, ?reveal, "super-seed reveal");
+        }
+        reveal
     }
 
     /// The peer requested `groups`.
     pub(super) fn on_request(&self, groups: Range<u64>, now: Instant) {
+        tracing::trace!(session = self.session, ?groups, "super-seed request");
         self.with(|blob| blob.machine.on_request(&self.session, groups, now));
     }
 
     /// We finished sending `groups` to the peer.
     pub(super) fn on_delivered(&self, groups: Range<u64>) {
+        tracing::trace!(session = self.session, ?groups, "super-seed delivered");
+        self.holds(groups);
+    }
+
+    /// The peer announced that it holds `groups` (from anyone).
+    pub(super) fn on_have(&self, groups: Range<u64>) {
+        self.holds(groups);
+    }
+
+    fn holds(&self, groups: Range<u64>) {
         self.with(|blob| {
             let was_active = blob.machine.is_active();
-            blob.machine.on_delivered(&self.session, groups);
-            // The last unheld piece arrived: everyone is told everything.
+            blob.machine.on_have(&self.session, groups);
+            // The peers together hold every group: everyone is told everything.
             if was_active && !blob.machine.is_active() {
                 let uploaded = lock(&self.shared.uploads).total;
-                tracing::debug!(hash = %self.hash, uploaded, "super-seeding over: every piece is out");
+                tracing::debug!(hash = %self.hash, uploaded, "super-seeding over: the peers hold every group");
                 blob.wake.send_replace(());
             }
         });
     }
 
-    /// Whether the peer is idle with us: it may request and has no request
-    /// pending. Cheap when nothing changed (called on every session event).
+    /// The peer withdrew its announcements.
+    pub(super) fn on_dont_have(&self) {
+        self.with(|blob| blob.machine.on_dont_have(&self.session));
+    }
+
+    /// Whether the peer is idle with us: it has no request pending. Cheap when nothing changed (called on every session event).
     pub(super) fn set_idle(&mut self, idle: bool) {
         if self.idle != idle {
             self.idle = idle;
@@ -163,6 +182,7 @@ impl Seeding {
 
 impl Drop for Seeding {
     fn drop(&mut self) {
+        tracing::debug!(session = self.session, "super-seed session left");
         let mut seeds = lock(&self.shared.super_seeds);
         if let Some(blob) = seeds.get_mut(&self.hash) {
             blob.machine.remove_peer(&self.session);

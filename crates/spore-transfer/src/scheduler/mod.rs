@@ -982,7 +982,7 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
     }
 
     /// When the peer has nothing open to fetch: take over a request queued at
-    /// a much slower peer (cancelling it there), or in endgame (or for the
+    /// a much slower peer behind the two it is serving (cancelling it there), or in endgame (or for the
     /// streaming window) duplicate the tail of the request a much slower peer
     /// is serving. The holder's estimated finish must exceed
     /// `steal_factor` × ours.
@@ -1030,7 +1030,13 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
                 if eta_q <= self.config.steal_factor * (eta_p + base) {
                     continue;
                 }
-                let steal = pos > 0;
+                // The request after the head may be on its way already (the
+                // holder starts it as the head ends, before we hear so):
+                // taking it over would fetch its bytes twice.
+                if pos == 1 {
+                    continue;
+                }
+                let steal = pos > 1;
                 if !steal && !endgame {
                     continue;
                 }

@@ -308,17 +308,19 @@ fn a_fast_peer_steals_queued_work_from_a_slow_one() {
     let now = t0 + MS * 300;
     seed_peer(&mut s, 2, now);
     let b = s.requests_for(&2, now);
+    // The head is being served and the next may be on its way: the two
+    // behind them move.
     let stolen: BTreeSet<RequestId> = b.cancels.iter().map(|c| c.id).collect();
-    let expected: BTreeSet<RequestId> = a.requests[1..].iter().map(|r| r.id).collect();
-    assert_eq!(stolen, expected, "the three queued requests move");
+    let expected: BTreeSet<RequestId> = a.requests[2..].iter().map(|r| r.id).collect();
+    assert_eq!(stolen, expected, "the two queued behind move");
     assert!(b.cancels.iter().all(|c| c.peer == 1));
     let taken: BTreeSet<u64> = groups_of(&b.requests).into_iter().collect();
-    for r in &a.requests[1..] {
+    for r in &a.requests[2..] {
         assert!(r.groups.clone().all(|g| taken.contains(&g)));
     }
-    assert_eq!(s.outstanding(&1).len(), 1, "the request being served stays");
-    assert_eq!(s.stats().steals, 3);
-    assert_eq!(s.peer_stats(&1).unwrap().stolen_from, 3);
+    assert_eq!(s.outstanding(&1).len(), 2, "the two being served stay");
+    assert_eq!(s.stats().steals, 2);
+    assert_eq!(s.peer_stats(&1).unwrap().stolen_from, 2);
     s.check_invariants().unwrap();
 }
 

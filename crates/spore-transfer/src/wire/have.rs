@@ -56,6 +56,22 @@ impl HaveSlice {
         }
     }
 
+    /// The runs of groups the slice says are present, in order.
+    pub fn present(&self) -> impl Iterator<Item = std::ops::Range<u64>> + '_ {
+        let groups = self.groups();
+        let mut g = groups.start;
+        std::iter::from_fn(move || {
+            while g < groups.end && !self.has(g) {
+                g += 1;
+            }
+            let start = g;
+            while g < groups.end && self.has(g) {
+                g += 1;
+            }
+            (start < g).then_some(start..g)
+        })
+    }
+
     /// Sets `bitfield`'s bits for the groups of this slice to exactly what it
     /// says. `bitfield` must have `group_count(self.size)` bits.
     pub fn apply(&self, bitfield: &mut Bitfield) {
