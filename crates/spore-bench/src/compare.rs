@@ -41,10 +41,7 @@ const LIBTORRENT: &str = include_str!("compare/bench_libtorrent.py");
 const KUBO: &str = include_str!("compare/bench_kubo.py");
 
 pub(crate) fn run(args: Args) -> Result<()> {
-    let scratch = match &args.dir {
-        Some(dir) => tempfile::tempdir_in(dir)?,
-        None => tempfile::tempdir()?,
-    };
+    let scratch = crate::scratch_dir(args.dir.as_deref())?;
     let dir = scratch.path();
     let file = crate::import::generate(&dir.join("blob.bin"), args.size_mib << 20)?;
     let python = match args.python.clone() {
@@ -62,6 +59,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
         ("kubo", Box::new(|| kubo(&python, &file, dir))),
     ];
     tools.retain(|(name, _)| !args.skip.iter().any(|s| s == name));
+    // the first tool must not compete with the write-back of the file
+    let _ = Command::new("sync").status();
     for (name, measure) in &tools {
         eprintln!("running {name}…");
         let r = measure();

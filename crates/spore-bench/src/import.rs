@@ -32,10 +32,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
-    let scratch = match &args.dir {
-        Some(dir) => tempfile::tempdir_in(dir)?,
-        None => tempfile::tempdir()?,
-    };
+    let scratch = crate::scratch_dir(args.dir.as_deref())?;
     let file = match &args.file {
         Some(file) => file.clone(),
         None => generate(&scratch.path().join("input.bin"), args.size_mib << 20)?,

@@ -39,6 +39,19 @@ enum Bench {
     Footprint(footprint::Args),
 }
 
+/// A temporary working directory, inside `dir` (created if missing) when given.
+fn scratch_dir(dir: Option<&std::path::Path>) -> anyhow::Result<tempfile::TempDir> {
+    use anyhow::Context;
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            tempfile::tempdir_in(dir).with_context(|| format!("cannot work in {}", dir.display()))
+        }
+        None => tempfile::tempdir().context("cannot create a temporary directory"),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Import(args) => import::run(args),

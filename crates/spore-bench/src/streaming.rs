@@ -85,10 +85,7 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
-    let scratch = match &args.dir {
-        Some(dir) => tempfile::tempdir_in(dir)?,
-        None => tempfile::tempdir()?,
-    };
+    let scratch = crate::scratch_dir(args.dir.as_deref())?;
     let size = args.size_mib << 20;
     if size < 16 << 20 {
         bail!("--size-mib must be at least 16");

@@ -32,10 +32,7 @@ async fn node(home: Home) -> Result<Arc<Node>> {
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
-    let scratch = match &args.dir {
-        Some(dir) => tempfile::tempdir_in(dir)?,
-        None => tempfile::tempdir()?,
-    };
+    let scratch = crate::scratch_dir(args.dir.as_deref())?;
     let file = crate::import::generate(&scratch.path().join("blob.bin"), args.size_mib << 20)?;
     let secs = measure(&file, scratch.path())?;
     println!(
