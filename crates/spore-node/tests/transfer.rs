@@ -140,7 +140,15 @@ async fn peers_that_lacked_the_blob_become_sources_once_they_download_it() {
         .with_test_writer()
         .try_init();
     let content = data(12 * MIB, 9);
-    let seed = start(limited(2 * MIB)).await;
+    // Without super-seeding: the first leecher, alone for a while, is told
+    // everything, and a super-seed then keeps what it asked for from the
+    // others, so it would get little from them (as it should: the seed's
+    // upload is the bound either way). This test is about sources.
+    let seed = start(TransferConfig {
+        super_seed: false,
+        ..limited(2 * MIB)
+    })
+    .await;
     let hash = seed_with(&seed, &content).await;
     let seed_provider = provider(&seed).await;
     let mut leechers = Vec::new();

@@ -85,6 +85,8 @@ struct PeerState {
     told: Bitfield,
     /// Told, not yet taken by the session.
     pending: Vec<u32>,
+    /// The last group, which proves the blob's size, is still to be told.
+    size_proof_pending: bool,
     /// Told and not requested since.
     unrequested: BTreeSet<u32>,
     /// Pieces it requested from us.
@@ -180,8 +182,9 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
     /// A peer's session starts; its first announcement comes from
     /// [`take_reveal`](Self::take_reveal): everything if super-seeding is
     /// over, a window if others are here (the peer that waited alone gets its
-    /// window now too), and if it is alone, nothing until another peer comes
-    /// or [`poll`](Self::poll) finds it alone for `lone_grace`. Returns false,
+    /// window now too), and if it is alone, only the last group (the size
+    /// proof every downloader checks first) until another peer comes or
+    /// [`poll`](Self::poll) finds it alone for `lone_grace`. Returns false,
     /// and follows nothing, when `max_peers` are followed already: tell that
     /// peer everything.
     pub fn add_peer(&mut self, peer: P, now: Instant) -> bool {
@@ -201,6 +204,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 all_pending: all,
                 told: Bitfield::new(pieces),
                 pending: Vec::new(),
+                size_proof_pending: !all,
                 unrequested: BTreeSet::new(),
                 sent: Bitfield::new(pieces),
                 holds: Bitfield::new(self.groups),
@@ -219,6 +223,13 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         true
     }
 
+    /// Whether the peer is alone with us and told nothing but the size proof
+    /// yet: it gets everything after `lone_grace`, or a window when another
+    /// peer comes.
+    pub fn waits_alone(&self, peer: &P) -> bool {
+        self.lone.as_ref().is_some_and(|(p, _)| p == peer)
+    }
+
     /// Whether the peer has something to announce ([`take_reveal`] would not
     /// say `Nothing`).
     ///
@@ -226,7 +237,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
     pub fn has_reveal(&self, peer: &P) -> bool {
         self.peers
             .get(peer)
-            .is_some_and(|s| s.all_pending || !s.pending.is_empty())
+            .is_some_and(|s| s.all_pending || s.size_proof_pending || !s.pending.is_empty())
     }
 
     /// The first peer is told everything once it has been alone for
@@ -307,6 +318,11 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         };
         state.idle_since = now;
         for p in pieces {
+            // The size proof alone (the last group, told to everyone) is not
+            // a copy of the last piece.
+            if !state.all && !state.told.get(p) {
+                continue;
+            }
             if state.unrequested.remove(&(p as u32)) {
                 self.promised[p as usize] -= 1;
             }
@@ -405,10 +421,11 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         };
         if state.all_pending {
             state.all_pending = false;
+            state.size_proof_pending = false;
             state.pending.clear();
             return Reveal::All;
         }
-        if state.pending.is_empty() {
+        if state.pending.is_empty() && !state.size_proof_pending {
             return Reveal::Nothing;
         }
         let mut pieces = std::mem::take(&mut state.pending);
@@ -420,6 +437,16 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             match ranges.last_mut() {
                 Some(last) if last.end == start => last.end = end,
                 _ => ranges.push(start..end),
+            }
+        }
+        // Every downloader checks the size against the last group before
+        // it asks for anything: each is told that group at once.
+        if std::mem::take(&mut state.size_proof_pending)
+            && ranges.last().is_none_or(|r| r.end < self.groups)
+        {
+            match ranges.last_mut() {
+                Some(last) if last.end == self.groups - 1 => last.end = self.groups,
+                _ => ranges.push(self.groups - 1..self.groups),
             }
         }
         Reveal::Groups(ranges)
@@ -454,24 +481,31 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
     /// When there is none, a peer that asks us for pieces gets nothing more
     /// and trades with the others meanwhile. A peer idle with us (`idle`)
     /// gets the piece the fewest peers asked for or were told, among those
-    /// it lacks, rather than leave our upload unused; never a piece whose
-    /// first copy is on its way, which a second copy would slow down.
+    /// it lacks, rather than leave our upload unused, but only while no
+    /// first copy is on its way: a second copy would slow the first ones
+    /// down, and a seed that leaves early (churn) would leave groups never
+    /// sent.
     fn pick(&mut self, peer: &PeerState, idle: bool) -> Option<u64> {
         let n = self.pieces();
         let start = self.rng.below(n);
         let mut fresh: Option<(u32, u64)> = None;
         let mut second: Option<((u32, u32), u64)> = None;
+        let mut first_on_its_way = false;
         for i in 0..n {
             let p = (start + i) % n;
-            if peer.told.get(p) {
-                continue;
-            }
             let (missing, copies, promised) = (
                 self.missing[p as usize],
                 self.copies[p as usize],
                 self.promised[p as usize],
             );
-            if missing > 0 && copies == 0 && promised == 0 {
+            if missing > 0 && copies > 0 {
+                first_on_its_way = true;
+                continue;
+            }
+            if peer.told.get(p) {
+                continue;
+            }
+            if missing > 0 && promised == 0 {
                 if fresh.is_none_or(|(m, _)| missing > m) {
                     fresh = Some((missing, p));
                     if u64::from(missing) == self.piece_groups {
@@ -480,7 +514,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 }
                 continue;
             }
-            if !idle || (missing > 0 && copies > 0) {
+            if !idle || first_on_its_way {
                 continue;
             }
             let first = p * self.piece_groups;
@@ -495,7 +529,9 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 second = Some((score, p));
             }
         }
-        fresh.map(|(_, p)| p).or(second.map(|(_, p)| p))
+        fresh
+            .map(|(_, p)| p)
+            .or(second.filter(|_| !first_on_its_way).map(|(_, p)| p))
     }
 
     /// Checks the counters against a recount (for tests).
@@ -549,10 +585,18 @@ mod tests {
         SuperSeed::new(GROUPS, SuperSeedConfig::default(), 7)
     }
 
+    /// A reveal of the last group alone.
+    fn size_proof(groups: u64) -> Reveal {
+        Reveal::Groups(std::iter::once(groups - 1..groups).collect())
+    }
+
+    /// The pieces of a reveal, leaving out the size proof (the last group
+    /// alone).
     fn pieces_of(reveal: &Reveal, piece_groups: u64) -> Vec<u64> {
         match reveal {
             Reveal::Groups(ranges) => ranges
                 .iter()
+                .filter(|r| !(r.end - r.start == 1 && r.start % piece_groups != 0))
                 .flat_map(|r| {
                     assert_eq!(r.start % piece_groups, 0);
                     (r.start / piece_groups)..r.end.div_ceil(piece_groups)
@@ -574,6 +618,9 @@ mod tests {
     /// peer 1 comes); returns their windows.
     fn swarm(s: &mut SuperSeed<u32>, n: u32, now: Instant) -> HashMap<u32, Vec<u64>> {
         assert!(s.add_peer(0, now));
+        // Alone: only the size proof.
+        let groups = s.groups;
+        assert_eq!(s.take_reveal(&0), size_proof(groups));
         assert!(!s.has_reveal(&0));
         let mut windows: HashMap<u32, Vec<u64>> = (1..=n)
             .map(|p| {
@@ -590,7 +637,7 @@ mod tests {
         let mut s = seeder();
         let t0 = Instant::now();
         assert!(s.add_peer(1, t0));
-        assert_eq!(s.take_reveal(&1), Reveal::Nothing);
+        assert_eq!(s.take_reveal(&1), size_proof(GROUPS));
         assert!(!s.poll(t0 + Duration::from_millis(199)));
         assert!(!s.has_reveal(&1));
         assert!(s.poll(t0 + Duration::from_millis(200)));
@@ -612,6 +659,30 @@ mod tests {
         assert_eq!(pieces_of(&s.take_reveal(&2), 64).len(), 4);
         // No longer alone: the grace passing changes nothing.
         assert!(!s.poll(t0 + Duration::from_millis(300)));
+        s.check_invariants();
+    }
+
+    /// Every downloader checks the blob's size against its last group
+    /// first: each peer is told it at once, whatever else it is told.
+    #[test]
+    fn every_peer_is_told_the_size_proof_first() {
+        let mut s = seeder();
+        let windows = swarm(&mut s, 6, Instant::now());
+        let late = 7;
+        assert!(s.add_peer(late, Instant::now()));
+        match s.take_reveal(&late) {
+            Reveal::Groups(ranges) => assert_eq!(ranges.last().unwrap().end, GROUPS),
+            other => panic!("expected groups, got {other:?}"),
+        }
+        // Told as a group, not as a piece: the last piece went to one peer.
+        let holders = windows.values().filter(|w| w.contains(&255)).count();
+        assert!(holders <= 1);
+        // Everyone checks the size: no copy of the last piece for those not
+        // told it, or it would count as on its way forever.
+        for p in 0..=late {
+            s.on_request(&p, GROUPS - 1..GROUPS, Instant::now());
+        }
+        assert_eq!(s.copies[255], holders as u32);
         s.check_invariants();
     }
 
@@ -742,7 +813,7 @@ mod tests {
             let _ = s.take_reveal(p);
         }
         assert!(s.add_peer(4, t0));
-        assert_eq!(s.take_reveal(&4), Reveal::Nothing);
+        assert_eq!(told(&mut s, 4), Vec::<u64>::new());
         let piece = windows[&1][0];
         s.on_delivered(&1, piece * 64..piece * 64 + 32);
         s.set_idle(&4, true, t0);

@@ -34,7 +34,7 @@ use tokio::{
 };
 
 use super::{
-    DownloadRequest, DownloadState, Keep, Progress, Shared, SourceProgress, lock, seed,
+    DownloadRequest, DownloadState, Keep, Progress, Shared, SourceProgress, announce, lock, seed,
     stream_io::{self, FrameError},
 };
 
@@ -518,6 +518,7 @@ impl Controller {
             addrs: s.addrs.clone(),
             events: self.events_tx.clone(),
             worker: self.worker_tx.subscribe(),
+            view: self.view_tx.subscribe(),
             cancel: self.sessions_cancel.clone(),
         };
         self.sessions.spawn(fetch_session(ctx, rx));
@@ -1232,6 +1233,8 @@ struct SessionCtx {
     addrs: Vec<Multiaddr>,
     events: mpsc::Sender<Event>,
     worker: watch::Receiver<Option<mpsc::Sender<Work>>>,
+    /// What we hold of the blob so far (told to the source piece by piece).
+    view: watch::Receiver<Option<Blob>>,
     cancel: spore_net::CancellationToken,
 }
 
@@ -1288,11 +1291,21 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
     let mut session = Session::new(hash, 1);
     let io = |e: FrameError| (e.to_string(), Comeback::Later);
     let hello = session.hello();
+    // The source learns what we hold in whole pieces (a super-seeding one
+    // follows it), not per verified batch: it does not download from us here.
+    let mut view = Some(ctx.view.clone());
+    let mut announced: Option<Bitfield> = None;
+    let held = view.as_mut().and_then(|rx| rx.borrow_and_update().clone());
     let greeting = async {
         wr.send(&hello).await?;
-        let dont = Message::DontHave { hash };
-        let _ = session.send(&dont);
-        wr.send(&dont).await?;
+        match held {
+            Some(blob) => {
+                let whole = announce::whole_pieces(&blob.available());
+                announce::announce_growth(&mut wr, hash, blob.size(), whole, &mut announced)
+                    .await?;
+            }
+            None => wr.send(&Message::DontHave { hash }).await?,
+        }
         wr.send(&Message::Interested).await
     };
     if let Err(e) = greeting.await {
@@ -1339,6 +1352,25 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
             _ = tokio::time::sleep_until(ping) => {
                 if let Err(e) = wr.send(&Message::Ping { nonce: 1 }).await { return io(e); }
                 last_sent = Instant::now();
+            }
+            changed = async {
+                match view.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if changed.is_err() {
+                    view = None;
+                    continue;
+                }
+                let held = view.as_ref().and_then(|rx| rx.borrow().clone());
+                if let Some(blob) = held {
+                    let whole = announce::whole_pieces(&blob.available());
+                    if let Err(e) = announce::announce_growth(&mut wr, hash, blob.size(), whole, &mut announced).await {
+                        return io(e);
+                    }
+                    last_sent = Instant::now();
+                }
             }
             cmd = cmds.recv() => {
                 let Some(cmd) = cmd else {

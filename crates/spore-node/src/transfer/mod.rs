@@ -24,6 +24,7 @@
 //! partial data is dropped). Only what the user asked for is tagged: the
 //! members of a collection are kept by the collection's tag.
 
+mod announce;
 mod collection;
 mod fetch;
 mod lying;

@@ -29,7 +29,9 @@ use tokio::{
 };
 
 use super::{
-    Shared, lock,
+    Shared,
+    announce::announce_growth,
+    lock,
     stream_io::{self, FrameError, FrameReader, FrameWriter},
     superseed::{self, Seeding},
 };
@@ -283,7 +285,7 @@ async fn serve_inner(
             // Alone with us: wait a moment for the rest of a swarm that
             // starts together (see `spore_transfer::superseed`).
             let deadline = tokio::time::Instant::now() + seeding.lone_grace();
-            while !seeding.has_reveal() && tokio::time::Instant::now() < deadline {
+            while seeding.waits_alone() && tokio::time::Instant::now() < deadline {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => {}
                     _ = seeding.woken() => {}
@@ -398,7 +400,7 @@ async fn serve_inner(
                 }
                 let new = view_rx.as_ref().and_then(|rx| rx.borrow().clone());
                 if let Some(new) = new {
-                    announce_new(wr, hash, &new, &mut announced).await?;
+                    announce_growth(wr, hash, new.size(), new.available(), &mut announced).await?;
                     blob = Some(new);
                     last_sent = Instant::now();
                 }
@@ -616,55 +618,6 @@ async fn announce_reveal(
 async fn abort(s: Sending) {
     drop(s.chunks);
     let _ = s.encoder.await;
-}
-
-/// Sends `HaveRanges` for the groups `new` has beyond what was announced.
-async fn announce_new(
-    wr: &mut FrameWriter,
-    hash: Hash,
-    new: &spore_store::Blob,
-    announced: &mut Option<Bitfield>,
-) -> Result<(), Close> {
-    let have = new.available();
-    match announced {
-        // Nothing new, or still nothing at all (a DontHave said so).
-        Some(old) if old == &have => return Ok(()),
-        // `HaveRanges` only for a peer that was told the size: a `DontHave`
-        // (what an empty bitfield was announced as) does not tell it.
-        Some(old) if old.len() == have.len() && old.count_ones() > 0 => {
-            let mut ranges: Vec<Range<u64>> = Vec::new();
-            for r in have.ones_ranges() {
-                let mut start = None;
-                for g in r.clone() {
-                    match (old.get(g), start) {
-                        (false, None) => start = Some(g),
-                        (true, Some(s)) => {
-                            ranges.push(s..g);
-                            start = None;
-                        }
-                        _ => {}
-                    }
-                }
-                if let Some(s) = start {
-                    ranges.push(s..r.end);
-                }
-            }
-            for batch in ranges.chunks(MAX_HAVE_RANGES) {
-                wr.send(&Message::HaveRanges {
-                    hash,
-                    ranges: batch.to_vec(),
-                })
-                .await?;
-            }
-        }
-        _ => {
-            for msg in wire::have_messages(hash, new.size(), &have) {
-                wr.send(&msg).await?;
-            }
-        }
-    }
-    *announced = Some(have);
-    Ok(())
 }
 
 /// Checks a request and starts encoding it on a blocking thread.

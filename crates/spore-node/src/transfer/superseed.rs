@@ -87,11 +87,11 @@ impl Seeding {
         self.size
     }
 
-    /// Whether this session has something to announce.
-    pub(super) fn has_reveal(&self) -> bool {
+    /// Whether this session's peer is alone with us, waiting for company.
+    pub(super) fn waits_alone(&self) -> bool {
         lock(&self.shared.super_seeds)
             .get(&self.hash)
-            .is_some_and(|b| b.machine.has_reveal(&self.session))
+            .is_some_and(|b| b.machine.waits_alone(&self.session))
     }
 
     /// How long a peer alone with us waits before it is told everything.

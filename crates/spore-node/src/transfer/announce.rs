@@ -1,0 +1,116 @@
+//! What a session tells its peer we have of a blob: the whole picture
+//! first (`HaveAll`, `Have` slices, or `DontHave`), then only what grew
+//! (`HaveRanges`).
+
+use std::ops::Range;
+
+use spore_core::{Bitfield, Hash};
+use spore_transfer::{
+    scheduler::piece_groups_for,
+    wire::{self, MAX_HAVE_RANGES, Message},
+};
+
+use super::stream_io::{FrameError, FrameWriter};
+
+/// Announces `have` (over the groups of a blob of `size` bytes) beyond what
+/// `announced` holds, and records it there.
+pub(super) async fn announce_growth(
+    wr: &mut FrameWriter,
+    hash: Hash,
+    size: u64,
+    have: Bitfield,
+    announced: &mut Option<Bitfield>,
+) -> Result<(), FrameError> {
+    match announced {
+        // Nothing new, or still nothing at all (a DontHave said so).
+        Some(old) if old == &have => return Ok(()),
+        // `HaveRanges` only for a peer that was told the size: a `DontHave`
+        // (what an empty bitfield was announced as) does not tell it.
+        Some(old) if old.len() == have.len() && old.count_ones() > 0 => {
+            let ranges = growth(old, &have);
+            for batch in ranges.chunks(MAX_HAVE_RANGES) {
+                wr.send(&Message::HaveRanges {
+                    hash,
+                    ranges: batch.to_vec(),
+                })
+                .await?;
+            }
+        }
+        _ => {
+            for msg in wire::have_messages(hash, size, &have) {
+                wr.send(&msg).await?;
+            }
+        }
+    }
+    *announced = Some(have);
+    Ok(())
+}
+
+/// The groups of the pieces `have` holds whole: what a downloader tells the
+/// sources it fetches from (a super-seeding source follows what its peers
+/// hold), once per finished piece rather than per verified batch.
+pub(super) fn whole_pieces(have: &Bitfield) -> Bitfield {
+    let groups = have.len();
+    let piece = u64::from(piece_groups_for(groups));
+    let mut whole = Bitfield::new(groups);
+    for r in have.ones_ranges() {
+        let start = r.start.next_multiple_of(piece);
+        let mut end = r.end - r.end % piece;
+        if r.end == groups {
+            end = groups;
+        }
+        if start < end {
+            whole.set_range(start..end);
+        }
+    }
+    whole
+}
+
+/// The runs of groups set in `new` and not in `old` (same length).
+fn growth(old: &Bitfield, new: &Bitfield) -> Vec<Range<u64>> {
+    let mut ranges: Vec<Range<u64>> = Vec::new();
+    for r in new.ones_ranges() {
+        let mut start = None;
+        for g in r.clone() {
+            match (old.get(g), start) {
+                (false, None) => start = Some(g),
+                (true, Some(s)) => {
+                    ranges.push(s..g);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            ranges.push(s..r.end);
+        }
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_pieces_are_told() {
+        // 4096 groups: pieces of 64.
+        let mut have = Bitfield::new(4096);
+        have.set_range(0..100);
+        have.set_range(128..192);
+        have.set_range(4000..4096);
+        let whole = whole_pieces(&have);
+        let runs: Vec<_> = whole.ones_ranges().collect();
+        assert_eq!(runs, vec![0..64, 128..192, 4032..4096]);
+    }
+
+    #[test]
+    fn growth_is_what_is_new() {
+        let mut old = Bitfield::new(100);
+        old.set_range(10..20);
+        let mut new = old.clone();
+        new.set_range(0..5);
+        new.set_range(15..30);
+        assert_eq!(growth(&old, &new), vec![0..5, 20..30]);
+    }
+}
