@@ -184,6 +184,16 @@ fn status(home: &Home, json: bool) -> Result<()> {
         s["provided_keys"]
     );
     println!("store         {} entries", s["store_entries"]);
+    let failed: u64 = s["connection_errors"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    println!(
+        "misbehaviour  {} malformed messages, {} peers penalised, {} banned; {failed} failed connections",
+        s["malformed_messages"], s["penalised_peers"], s["banned_peers"]
+    );
     Ok(())
 }
 

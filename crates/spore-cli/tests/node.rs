@@ -24,6 +24,11 @@ fn node_runs_answers_and_stops_gracefully_keeping_its_identity() {
 
     let status: Value = serde_json::from_str(&ok(&home, &["--json", "status"])).unwrap();
     assert_eq!(status["peer_id"], node.info["peer_id"]);
+    let text = ok(&home, &["status"]);
+    assert!(
+        text.contains("misbehaviour  0 malformed messages, 0 peers penalised, 0 banned"),
+        "{text}"
+    );
 
     // a second node on the same home is refused with a clear message
     let second = common::command(&home)

@@ -52,6 +52,15 @@ pub(crate) struct Status {
     uploaded_bytes: u64,
     /// Bytes downloaded and verified since the node started.
     downloaded_bytes: u64,
+    /// Failed connection attempts since start, by direction and cause
+    /// (`"outgoing: refused"`, `"incoming: denied by limits"`, …).
+    connection_errors: std::collections::BTreeMap<String, u64>,
+    /// Malformed or oversized protocol messages received since start.
+    malformed_messages: u64,
+    /// Peers with a misbehaviour score.
+    penalised_peers: usize,
+    /// Peers banned right now.
+    banned_peers: usize,
 }
 
 /// The node at a glance.
@@ -82,6 +91,10 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Status>
         store_entries,
         uploaded_bytes: state.node.transfer().upload_stats().total,
         downloaded_bytes: state.node.transfer().downloaded_bytes(),
+        connection_errors: net.connection_errors,
+        malformed_messages: net.malformed_messages,
+        penalised_peers: net.penalised_peers,
+        banned_peers: net.banned_peers,
     }))
 }
 

@@ -178,6 +178,11 @@ async fn status_openapi_and_add() {
         d.daemon.node().net().local_peer_id().to_string()
     );
     assert!(!body["listen_addrs"].as_array().unwrap().is_empty());
+    // A fresh node: no misbehaving peers, the counters are there.
+    assert!(body["connection_errors"].is_object());
+    assert_eq!(body["malformed_messages"], 0);
+    assert_eq!(body["penalised_peers"], 0);
+    assert_eq!(body["banned_peers"], 0);
 
     let (status, doc) = d.get_json("/v1/openapi.json").await;
     assert_eq!(status, 200);

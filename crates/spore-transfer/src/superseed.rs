@@ -89,7 +89,8 @@ struct PeerState {
     size_proof_pending: bool,
     /// Told and not requested since.
     unrequested: BTreeSet<u32>,
-    /// Pieces it requested from us.
+    /// Pieces it requested from us after being told them (not counting a
+    /// peer told everything).
     sent: Bitfield,
     /// Groups it holds: announced by it, or delivered by us.
     holds: Bitfield,
@@ -105,7 +106,8 @@ pub struct SuperSeed<P> {
     config: SuperSeedConfig,
     groups: u64,
     piece_groups: u64,
-    /// Per piece: connected peers that requested it from us.
+    /// Per piece: connected peers that requested it from us after we told
+    /// it to them piece by piece.
     copies: Vec<u32>,
     /// Per piece: peers told it that have not requested it yet.
     promised: Vec<u32>,
@@ -319,8 +321,11 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         state.idle_since = now;
         for p in pieces {
             // The size proof alone (the last group, told to everyone) is not
-            // a copy of the last piece.
-            if !state.all && !state.told.get(p) {
+            // a copy of the last piece. A peer told everything (a lone first
+            // peer, or everyone once it is over) may queue the whole blob,
+            // and may stop (paused, gone quiet) with it queued: its requests
+            // keep nobody else from being told those pieces.
+            if state.all || !state.told.get(p) {
                 continue;
             }
             if state.unrequested.remove(&(p as u32)) {
@@ -646,6 +651,26 @@ mod tests {
         // Later peers get windows: the first one was told everything.
         assert!(s.add_peer(2, t0 + Duration::from_secs(1)));
         assert!(matches!(s.take_reveal(&2), Reveal::Groups(_)));
+        s.check_invariants();
+    }
+
+    /// A peer told everything may queue the whole blob and then stop (a
+    /// paused download whose session lingers): a later peer is still told
+    /// pieces.
+    #[test]
+    fn what_a_peer_told_everything_queued_blocks_nobody() {
+        let mut s = seeder();
+        let t0 = Instant::now();
+        assert!(s.add_peer(1, t0));
+        let _ = s.take_reveal(&1);
+        assert!(s.poll(t0 + Duration::from_millis(200)));
+        assert_eq!(s.take_reveal(&1), Reveal::All);
+        s.on_request(&1, 0..GROUPS, t0);
+        s.on_delivered(&1, 0..GROUPS / 8);
+        assert!(s.add_peer(2, t0 + Duration::from_secs(1)));
+        let window = told(&mut s, 2);
+        assert_eq!(window.len(), 4);
+        assert!(window.iter().all(|&p| p >= 32), "{window:?}");
         s.check_invariants();
     }
 
