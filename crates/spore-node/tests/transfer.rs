@@ -141,9 +141,10 @@ async fn peers_that_lacked_the_blob_become_sources_once_they_download_it() {
         .try_init();
     let content = data(12 * MIB, 9);
     // Without super-seeding: the first leecher, alone for a while, is told
-    // everything, and a super-seed then keeps what it asked for from the
-    // others, so it would get little from them (as it should: the seed's
-    // upload is the bound either way). This test is about sources.
+    // everything and fetches most of the blob from the seed; a super-seed
+    // tells the others only pieces nobody holds, so the first leecher would
+    // get little from them (as it should: the seed's upload is the bound
+    // either way). This test is about sources.
     let seed = start(TransferConfig {
         super_seed: false,
         ..limited(2 * MIB)
