@@ -13,8 +13,8 @@ use std::{
 };
 
 use common::{
-    MIB, TestNode, assert_stored, data, fast, limited, provider, seed_with, start, start_in, wait,
-    wait_for_bytes,
+    MIB, TestNode, assert_stored, connected_leechers, data, fast, limited, provider, seed_with,
+    start, start_in, wait, wait_for_bytes,
 };
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use spore_core::{GROUP_SIZE, Hash, group_count};
@@ -152,16 +152,7 @@ async fn peers_that_lacked_the_blob_become_sources_once_they_download_it() {
     .await;
     let hash = seed_with(&seed, &content).await;
     let seed_provider = provider(&seed).await;
-    let mut leechers = Vec::new();
-    for _ in 0..4 {
-        leechers.push(start(fast()).await);
-    }
-    for (i, a) in leechers.iter().enumerate() {
-        for b in &leechers[i + 1..] {
-            let (peer, addrs) = provider(b).await;
-            a.node.net().dial_peer(peer, addrs).await.unwrap();
-        }
-    }
+    let leechers = connected_leechers(4).await;
     let first = leechers[0].node.download(hash, vec![seed_provider.clone()]);
     // long enough for the first to ask the others and hear NotFound
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -206,16 +197,7 @@ async fn a_super_seed_sends_the_blob_about_once() {
     let seed = start(limited(2 * MIB)).await;
     let hash = seed_with(&seed, &content).await;
     let seed_provider = provider(&seed).await;
-    let mut leechers = Vec::new();
-    for _ in 0..5 {
-        leechers.push(start(fast()).await);
-    }
-    for (i, a) in leechers.iter().enumerate() {
-        for b in &leechers[i + 1..] {
-            let (peer, addrs) = provider(b).await;
-            a.node.net().dial_peer(peer, addrs).await.unwrap();
-        }
-    }
+    let leechers = connected_leechers(5).await;
     let started = std::time::Instant::now();
     let handles: Vec<_> = leechers
         .iter()

@@ -590,6 +590,11 @@ mod tests {
         SuperSeed::new(GROUPS, SuperSeedConfig::default(), 7)
     }
 
+    /// 16 pieces of 64 groups: a few peers' windows take all of them.
+    fn small_seeder(seed: u64) -> SuperSeed<u32> {
+        SuperSeed::new(16 * 64, SuperSeedConfig::default(), seed)
+    }
+
     /// A reveal of the last group alone.
     fn size_proof(groups: u64) -> Reveal {
         Reveal::Groups(std::iter::once(groups - 1..groups).collect())
@@ -825,8 +830,8 @@ mod tests {
     /// with part of it does it go out again.
     #[test]
     fn a_first_copy_on_its_way_is_not_told_twice() {
-        // 16 pieces of 64 groups: four peers' windows take all of them.
-        let mut s = SuperSeed::new(16 * 64, SuperSeedConfig::default(), 5);
+        // Four peers' windows take all 16 pieces.
+        let mut s = small_seeder(5);
         let t0 = Instant::now();
         let windows = swarm(&mut s, 3, t0);
         assert_eq!(windows.values().map(Vec::len).sum::<usize>(), 16);
@@ -860,7 +865,7 @@ mod tests {
     /// peers together hold every group, everyone is told everything.
     #[test]
     fn what_the_swarm_holds_is_not_sent_again() {
-        let mut s = SuperSeed::new(16 * 64, SuperSeedConfig::default(), 9);
+        let mut s = small_seeder(9);
         let t0 = Instant::now();
         assert!(s.add_peer(1, t0));
         // Peer 1 already holds pieces 0..12 (from other peers).
@@ -884,7 +889,7 @@ mod tests {
     /// A peer that withdraws what it announced no longer holds it.
     #[test]
     fn a_withdrawn_announcement_frees_its_pieces() {
-        let mut s = SuperSeed::new(16 * 64, SuperSeedConfig::default(), 11);
+        let mut s = small_seeder(11);
         let t0 = Instant::now();
         assert!(s.add_peer(1, t0));
         s.on_have(&1, 0..15 * 64);

@@ -5,12 +5,30 @@
 use std::ops::Range;
 
 use spore_core::{Bitfield, Hash};
+use spore_store::Blob;
 use spore_transfer::{
     scheduler::piece_groups_for,
     wire::{self, MAX_HAVE_RANGES, Message},
 };
 
+use tokio::sync::watch;
+
 use super::stream_io::{FrameError, FrameWriter};
+
+/// The next view of a blob being downloaded (`None` before its size is
+/// known). Once the download has ended, `view` becomes `None` and this never
+/// resolves. Cancel-safe, for a `select!` arm.
+pub(super) async fn next_view(view: &mut Option<watch::Receiver<Option<Blob>>>) -> Option<Blob> {
+    loop {
+        let Some(rx) = view.as_mut() else {
+            return std::future::pending().await;
+        };
+        if rx.changed().await.is_ok() {
+            return rx.borrow().clone();
+        }
+        *view = None;
+    }
+}
 
 /// Announces `have` (over the groups of a blob of `size` bytes) beyond what
 /// `announced` holds, and records it there.

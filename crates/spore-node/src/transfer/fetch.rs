@@ -1353,17 +1353,7 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
                 if let Err(e) = wr.send(&Message::Ping { nonce: 1 }).await { return io(e); }
                 last_sent = Instant::now();
             }
-            changed = async {
-                match view.as_mut() {
-                    Some(rx) => rx.changed().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if changed.is_err() {
-                    view = None;
-                    continue;
-                }
-                let held = view.as_ref().and_then(|rx| rx.borrow().clone());
+            held = announce::next_view(&mut view) => {
                 if let Some(blob) = held {
                     let whole = announce::whole_pieces(&blob.available());
                     if let Err(e) = announce::announce_growth(&mut wr, hash, blob.size(), whole, &mut announced).await {

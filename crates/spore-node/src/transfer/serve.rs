@@ -30,7 +30,7 @@ use tokio::{
 
 use super::{
     Shared,
-    announce::announce_growth,
+    announce::{self, announce_growth},
     lock,
     stream_io::{self, FrameError, FrameReader, FrameWriter},
     superseed::{self, Seeding},
@@ -388,17 +388,7 @@ async fn serve_inner(
                 }
                 last_sent = Instant::now();
             }
-            changed = async {
-                match view_rx.as_mut() {
-                    Some(rx) => rx.changed().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if changed.is_err() {
-                    view_rx = None;
-                    continue;
-                }
-                let new = view_rx.as_ref().and_then(|rx| rx.borrow().clone());
+            new = announce::next_view(&mut view_rx) => {
                 if let Some(new) = new {
                     announce_growth(wr, hash, new.size(), new.available(), &mut announced).await?;
                     blob = Some(new);

@@ -71,6 +71,21 @@ pub async fn provider(n: &TestNode) -> (PeerId, Vec<Multiaddr>) {
     )
 }
 
+/// `n` nodes with `fast()` settings, each connected to every other one.
+pub async fn connected_leechers(n: usize) -> Vec<TestNode> {
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        nodes.push(start(fast()).await);
+    }
+    for (i, a) in nodes.iter().enumerate() {
+        for b in &nodes[i + 1..] {
+            let (peer, addrs) = provider(b).await;
+            a.node.net().dial_peer(peer, addrs).await.unwrap();
+        }
+    }
+    nodes
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn data(len: u64, seed: u8) -> Vec<u8> {
     let mut out = vec![0u8; len as usize];
