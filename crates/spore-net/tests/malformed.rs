@@ -42,6 +42,19 @@ async fn send_on_kad(
     buf.len()
 }
 
+/// Connects `attacker` to `target` and pins the target's address in its
+/// address book. Each offence costs the attacker its connection, and the next
+/// one redials: without the pinned address that redial would depend on
+/// identify having finished before the connection dropped.
+async fn know_target(attacker: &NetNode, target: &NetNode, addr: &spore_net::Multiaddr) -> bool {
+    attacker
+        .handle()
+        .add_peer_addrs(target.peer_id(), vec![addr.clone()])
+        .await
+        .expect("address book");
+    attacker.handle().dial(addr.clone()).await.expect("dial") == target.peer_id()
+}
+
 /// Waits for the target's next `PeerPenalised` event about `peer`.
 async fn next_penalty(events: &mut broadcast::Receiver<NetEvent>, peer: PeerId) -> (String, bool) {
     let found = tokio::time::timeout(Duration::from_secs(15), async {
@@ -106,11 +119,7 @@ async fn malformed_and_oversized_kad_messages_are_penalised() {
         .expect("provide");
 
     let attacker = start(NetConfig::for_tests()).await;
-    attacker
-        .handle()
-        .dial(target_addr.clone())
-        .await
-        .expect("dial");
+    assert!(know_target(&attacker, &target, &target_addr).await);
 
     // 1. A length prefix claiming ~2^63 bytes.
     let huge_prefix = [
@@ -156,11 +165,7 @@ async fn malformed_and_oversized_kad_messages_are_penalised() {
     // A second attacker: a truncated message (prefix says 100, stream ends
     // after 3), then a megabyte of noise.
     let second = start(NetConfig::for_tests()).await;
-    second
-        .handle()
-        .dial(target_addr.clone())
-        .await
-        .expect("dial");
+    assert!(know_target(&second, &target, &target_addr).await);
     let (reason, banned) = offend(&second, &target, &mut events, &[100, 1, 2, 3]).await;
     assert!(reason.contains("cut short"), "{reason}");
     assert!(!banned);
