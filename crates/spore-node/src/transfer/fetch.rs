@@ -131,11 +131,14 @@ enum Done {
         /// but the groups that verified before the bad one.
         wasted_bytes: u64,
     },
+    /// A response that ended short (abandoned by its sender, or cut).
     Truncated {
         peer: PeerId,
         id: u64,
         new_groups: Vec<u64>,
         duplicate_bytes: u64,
+        /// Payload bytes past the last whole group: received, then dropped.
+        cut_bytes: u64,
     },
     Fatal(String),
     Finished,
@@ -206,6 +209,8 @@ struct Controller {
     /// Streaming readers and their playhead (see `stream.rs`).
     stream: Arc<super::stream::StreamControl>,
     playhead: Option<u64>,
+    /// Bytes of responses cut short that could not be kept (see `Done::Truncated`).
+    cut_bytes: u64,
 }
 
 pub(super) async fn run(
@@ -253,6 +258,7 @@ pub(super) async fn run(
         failed: None,
         stream,
         playhead: None,
+        cut_bytes: 0,
         shared,
     };
 
@@ -372,7 +378,7 @@ pub(super) async fn run(
         }
     }
     if let Some(sched) = &c.sched {
-        tracing::info!(%hash, finished = c.finished, stats = ?sched.stats(), "download task ends");
+        tracing::info!(%hash, finished = c.finished, cut_bytes = c.cut_bytes, stats = ?sched.stats(), "download task ends");
     } else {
         tracing::debug!(%hash, finished = c.finished, "download task ends");
     }
@@ -533,6 +539,7 @@ impl Controller {
 
     fn send_cancels(&mut self, cancels: Vec<Request<PeerId>>) {
         for r in cancels {
+            tracing::debug!(peer = %r.peer, id = r.id.0, groups = ?r.groups, "cancel");
             self.send(&r.peer, Cmd::Cancel { id: r.id.0 });
         }
     }
@@ -552,6 +559,7 @@ impl Controller {
         let actions = sched.requests_for(&peer, Instant::now());
         self.send_cancels(actions.cancels);
         for r in actions.requests {
+            tracing::trace!(%peer, id = r.id.0, groups = ?r.groups, "request");
             let cmd = Cmd::Request {
                 id: r.id.0,
                 groups: r.groups.clone(),
@@ -871,6 +879,9 @@ impl Controller {
                 new_groups,
                 duplicate_bytes,
             } => {
+                if duplicate_bytes > 0 {
+                    tracing::debug!(%peer, id, duplicate_bytes, "response held groups we had");
+                }
                 self.verified_groups(peer, &new_groups, duplicate_bytes);
                 if id >= SIZING_IDS {
                     if let Some((size, Some((_, i)))) = self.candidate
@@ -953,7 +964,9 @@ impl Controller {
                 id,
                 new_groups,
                 duplicate_bytes,
+                cut_bytes,
             } => {
+                self.cut_bytes += cut_bytes;
                 self.verified_groups(peer, &new_groups, duplicate_bytes);
                 if let Some(sched) = self.sched.as_mut() {
                     sched.on_request_failed(&peer, RequestId(id), now);
@@ -1145,6 +1158,14 @@ fn worker(
                     chunks: chunks.into(),
                 };
                 let size = p.size();
+                // Payload bytes not kept: all but the groups that verified.
+                let dropped = |new: &[u64], duplicate_bytes: u64| {
+                    let kept: u64 = new
+                        .iter()
+                        .map(|g| ((g + 1) * GROUP_SIZE).min(size) - (g * GROUP_SIZE).min(size))
+                        .sum();
+                    payload.saturating_sub(kept + duplicate_bytes)
+                };
                 let done = match p.ingest(&ranges, reader) {
                     Ok(ing) => Done::Ingested {
                         peer,
@@ -1152,25 +1173,18 @@ fn worker(
                         new_groups: ing.new_groups,
                         duplicate_bytes: ing.duplicate_bytes,
                     },
-                    Err(IngestError::BadData { group, ingested }) => {
-                        let kept: u64 = ingested
-                            .new_groups
-                            .iter()
-                            .map(|g| ((g + 1) * GROUP_SIZE).min(size) - (g * GROUP_SIZE).min(size))
-                            .sum::<u64>()
-                            + ingested.duplicate_bytes;
-                        Done::Bad {
-                            peer,
-                            id,
-                            group,
-                            new_groups: ingested.new_groups,
-                            duplicate_bytes: ingested.duplicate_bytes,
-                            wasted_bytes: payload.saturating_sub(kept),
-                        }
-                    }
+                    Err(IngestError::BadData { group, ingested }) => Done::Bad {
+                        peer,
+                        id,
+                        group,
+                        wasted_bytes: dropped(&ingested.new_groups, ingested.duplicate_bytes),
+                        new_groups: ingested.new_groups,
+                        duplicate_bytes: ingested.duplicate_bytes,
+                    },
                     Err(IngestError::Truncated { ingested, .. }) => Done::Truncated {
                         peer,
                         id,
+                        cut_bytes: dropped(&ingested.new_groups, ingested.duplicate_bytes),
                         new_groups: ingested.new_groups,
                         duplicate_bytes: ingested.duplicate_bytes,
                     },
@@ -1466,8 +1480,13 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
                         let groups = inflight.remove(&id);
                         let chunks = current.take().map(|c| c.1).unwrap_or_default();
                         let worker = ctx.worker.borrow().clone();
-                        match (status, groups, worker) {
-                            (Status::Ok, Some(groups), Some(worker)) => {
+                        // An abandoned response (cancelled, choked) still
+                        // carries a verifiable prefix of the groups: keep it.
+                        // Cancels of stolen requests often reach a holder
+                        // that had begun sending them.
+                        let salvage = status == Status::Ok || !chunks.is_empty();
+                        match (salvage, groups, worker) {
+                            (true, Some(groups), Some(worker)) => {
                                 let work = Work::Ingest { peer, id, groups, chunks };
                                 if worker.send(work).await.is_err() {
                                     let _ = ctx.events.send(Event::Failed { peer, id }).await;

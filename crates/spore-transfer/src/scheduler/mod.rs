@@ -56,6 +56,13 @@ pub struct SchedulerConfig {
     /// Work moves from peer A to peer B when A would finish it more than this
     /// many times later than B.
     pub steal_factor: f64,
+    /// Queued work the holder would start within this long (or two of its
+    /// round trips, if longer) and within `steal_horizon_bytes` is never
+    /// stolen: its bytes may already sit in the holder's socket and link
+    /// buffers, and would then arrive twice. (Bytes bound it on fast links,
+    /// where buffers hold a small fraction of a second.)
+    pub steal_horizon: Duration,
+    pub steal_horizon_bytes: u64,
     /// Extra requests per group in endgame (1: a group is asked of at most 2 peers).
     pub max_duplicates: u8,
     /// Rate assumed for a peer that has work but no measurement yet, bytes/s.
@@ -85,6 +92,8 @@ impl Default for SchedulerConfig {
             max_timeout: Duration::from_secs(30),
             ban_after: 3,
             steal_factor: 2.0,
+            steal_horizon: Duration::from_secs(2),
+            steal_horizon_bytes: 1024 * 1024,
             max_duplicates: 1,
             initial_rate: 256.0 * 1024.0,
             stream_window: 4 * 1024 * 1024,
@@ -982,7 +991,8 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
     }
 
     /// When the peer has nothing open to fetch: take over a request queued at
-    /// a much slower peer behind the two it is serving (cancelling it there), or in endgame (or for the
+    /// a much slower peer behind the two it is serving and beyond its
+    /// `steal_horizon` (cancelling it there), or in endgame (or for the
     /// streaming window) duplicate the tail of the request a much slower peer
     /// is serving. The holder's estimated finish must exceed
     /// `steal_factor` × ours.
@@ -1014,8 +1024,14 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             if qs == slot {
                 continue;
             }
+            let horizon = self
+                .config
+                .steal_horizon
+                .max(q.srtt.unwrap_or_default() * 2)
+                .as_secs_f64();
             let mut ahead = 0;
             for (pos, r) in q.queue.iter().enumerate() {
+                let starts_in = self.eta(q, ahead);
                 ahead += r.remaining;
                 if r.remaining == 0 {
                     continue;
@@ -1036,8 +1052,11 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
                 if pos == 1 {
                     continue;
                 }
-                let steal = pos > 1;
-                if !steal && !endgame {
+                let buffered = starts_in < horizon
+                    && (ahead - r.remaining) * GROUP_SIZE < self.config.steal_horizon_bytes;
+                let steal = pos > 1 && !buffered;
+                // Endgame duplicates only the request being served.
+                if !steal && (pos > 0 || !endgame) {
                     continue;
                 }
                 let usable = if steal {

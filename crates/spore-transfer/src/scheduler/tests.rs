@@ -325,6 +325,56 @@ fn a_fast_peer_steals_queued_work_from_a_slow_one() {
 }
 
 #[test]
+fn work_the_holder_may_have_sent_already_is_not_stolen() {
+    // A holder at ~0.4 MB/s (a leecher uploading to many) with a deep queue;
+    // a fast thief arrives with nothing open. Only requests the holder would
+    // start beyond the steal horizon (2 s here, since 1 MiB is further) move:
+    // nearer ones may already be in its buffers, and would arrive twice.
+    let cfg = SchedulerConfig {
+        piece_groups: Some(8),
+        max_request_groups: 4,
+        min_queue_bytes: 256 * GROUP_SIZE,
+        initial_rate: 10e6,
+        ..config()
+    };
+    let mut s = sched(256, cfg.clone(), 21);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    let mut now = t0;
+    let mut queued = s.requests_for(&1, now).requests;
+    // It delivers 24 groups, one per 40 ms (~410 KB/s), topping up.
+    for _ in 0..24 {
+        now += MS * 40;
+        let head = s.outstanding(&1)[0].groups.clone();
+        let g = head.clone().find(|&g| !s.verified().get(g)).unwrap();
+        s.on_group_verified(&1, g, now);
+        queued.extend(s.requests_for(&1, now).requests);
+    }
+    let rate = s.peer_rate(&1).expect("measured");
+    assert!((2e5..8e5).contains(&rate), "rate {rate}");
+    let before = s.outstanding(&1);
+    assert!(before.len() > 8, "a deep queue: {}", before.len());
+
+    seed_peer(&mut s, 2, now);
+    let b = s.requests_for(&2, now);
+    assert!(!b.cancels.is_empty(), "the tail of a deep queue moves");
+    let stolen: BTreeSet<RequestId> = b.cancels.iter().map(|c| c.id).collect();
+    // Groups the holder would send before each of its requests.
+    let mut ahead = 0u64;
+    for r in &before {
+        let starts_in = (ahead * GROUP_SIZE) as f64 / rate;
+        let near = starts_in < cfg.steal_horizon.as_secs_f64()
+            && ahead * GROUP_SIZE < cfg.steal_horizon_bytes;
+        if near {
+            assert!(!stolen.contains(&r.id), "{r:?} starts in {starts_in:.2} s");
+        }
+        ahead += r.groups.clone().filter(|&g| !s.verified().get(g)).count() as u64;
+    }
+    assert_eq!(s.stats().steals, stolen.len() as u64);
+    s.check_invariants().unwrap();
+}
+
+#[test]
 fn equal_peers_share_evenly_without_duplicates() {
     let cfg = SchedulerConfig {
         piece_groups: Some(8),
