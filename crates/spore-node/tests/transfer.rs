@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -299,7 +299,14 @@ async fn a_liar_is_banned_and_the_download_completes() {
     let content = data(8 * MIB, 5);
     let honest = start(limited(4 * MIB)).await;
     let hash = seed_with(&honest, &content).await;
-    let (liar, liar_addrs, liar_cancel, liar_task, liar_sent) = start_liar(&content).await;
+    let FakePeer {
+        peer: liar,
+        addrs: liar_addrs,
+        cancel: liar_cancel,
+        task: liar_task,
+        sent: liar_sent,
+        ..
+    } = start_fake(&content, Payloads::CorruptAllButLast, Duration::ZERO).await;
     let leecher = start(fast()).await;
     let handle = leecher
         .node
@@ -332,6 +339,69 @@ async fn a_liar_is_banned_and_the_download_completes() {
     honest.node.shutdown().await;
 }
 
+/// A downloader tells its source what it holds in whole pieces, not per
+/// verified batch: a super-seeding source follows those announcements, and a
+/// piece is the unit a peer can be asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloader_tells_its_source_each_whole_piece() {
+    let content = data(4 * MIB, 41);
+    // 50 ms per response: the download lasts long enough to announce.
+    let source = start_fake(&content, Payloads::Honest, Duration::from_millis(50)).await;
+    let leecher = start(fast()).await;
+    let hash = Hash::of(&content);
+    let handle = leecher
+        .node
+        .download(hash, vec![(source.peer, source.addrs.clone())]);
+    wait(&handle, 60).await;
+    assert_stored(&leecher, hash, &content).await;
+
+    let groups = group_count(content.len() as u64);
+    let piece = u64::from(spore_transfer::scheduler::piece_groups_for(groups));
+    assert!(
+        groups / piece >= 8,
+        "several pieces: {groups} groups of {piece}"
+    );
+    let heard = source.heard.lock().unwrap().clone();
+    assert!(
+        matches!(heard.first(), Some(Message::DontHave { .. })),
+        "it starts with nothing: {heard:?}"
+    );
+    // Then its first whole pieces as a bitfield (`Have`: the source learns
+    // the size), and each piece after that as a range.
+    let mut told = spore_core::Bitfield::new(groups);
+    let mut announcements = 0;
+    for m in &heard[1..] {
+        let ranges: Vec<std::ops::Range<u64>> = match m {
+            Message::Have(slice) if slice.hash == hash => slice.present().collect(),
+            Message::HaveRanges { hash: h, ranges } if *h == hash => ranges.clone(),
+            other => panic!("after DontHave only Have and HaveRanges: {other:?}"),
+        };
+        for r in ranges {
+            assert_eq!(r.start % piece, 0, "{r:?} starts inside a piece");
+            assert!(
+                r.end % piece == 0 || r.end == groups,
+                "{r:?} ends inside a piece"
+            );
+            told.set_range(r);
+        }
+        announcements += 1;
+    }
+    // Announcements can trail the end of the download (the session closes),
+    // but most of the blob was told, in far fewer messages than batches.
+    assert!(
+        told.count_ones() >= groups / 2,
+        "told {} of {groups}",
+        told.count_ones()
+    );
+    assert!(
+        announcements <= groups / piece,
+        "{announcements} announcements"
+    );
+    source.cancel.cancel();
+    source.task.await.unwrap();
+    leecher.node.shutdown().await;
+}
+
 /// Bad data in the size check counts like any bad group: the liar is
 /// banned at its third, whether they came during the size check, after it,
 /// or both.
@@ -340,7 +410,13 @@ async fn a_liar_caught_at_the_size_check_is_banned_at_its_third_bad_group() {
     let content = data(4 * MIB, 10);
     let honest = start(limited(2 * MIB)).await;
     let hash = seed_with(&honest, &content).await;
-    let (liar, liar_addrs, liar_cancel, liar_task, _) = start_liar_with(&content, true).await;
+    let FakePeer {
+        peer: liar,
+        addrs: liar_addrs,
+        cancel: liar_cancel,
+        task: liar_task,
+        ..
+    } = start_fake(&content, Payloads::CorruptAll, Duration::ZERO).await;
     let leecher = start(fast()).await;
     // the ticket names only the liar; the honest seed is found among connected peers
     let (honest_id, honest_addrs) = provider(&honest).await;
@@ -573,28 +649,33 @@ async fn first_message(r: &mut futures::io::ReadHalf<spore_net::Stream>) -> Opti
     .unwrap()
 }
 
-// ---- a peer that lies ----
+// ---- fake sources: honest, or lying ----
 
-/// A bare network node that speaks `/spore/blob/1` and corrupts every
-/// payload, except the blob's last group (so it passes the size check and
-/// has to be caught by the per-group verification).
-async fn start_liar(content: &[u8]) -> FakePeer {
-    start_liar_with(content, false).await
+/// What a fake source does to the payloads it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payloads {
+    Honest,
+    /// Every payload corrupted except where it holds the blob's last group
+    /// (so it passes the size check and has to be caught per group).
+    CorruptAllButLast,
+    /// Every payload corrupted (caught by the size check too).
+    CorruptAll,
 }
 
-/// A fake source: its id and addresses, what stops it, its task, and the
-/// payload bytes it sent.
-type FakePeer = (
-    PeerId,
-    Vec<Multiaddr>,
-    CancellationToken,
-    tokio::task::JoinHandle<()>,
-    Arc<AtomicU64>,
-);
+/// A bare network node speaking `/spore/blob/1` as a source of one blob.
+struct FakePeer {
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    /// Payload bytes it sent.
+    sent: Arc<AtomicU64>,
+    /// What downloaders told it they hold (`Have…` and `DontHave` frames).
+    heard: Arc<Mutex<Vec<Message>>>,
+}
 
-/// A liar that also corrupts the last group when `corrupt_last` (so it is
-/// caught by the size check too).
-async fn start_liar_with(content: &[u8], corrupt_last: bool) -> FakePeer {
+/// `pace`: how long it waits before each response.
+async fn start_fake(content: &[u8], payloads: Payloads, pace: Duration) -> FakePeer {
     let store = Store::in_memory();
     let hash = store.add_bytes(content, "blob").unwrap().hash;
     let blob = store.blob(&hash).unwrap();
@@ -608,7 +689,8 @@ async fn start_liar_with(content: &[u8], corrupt_last: bool) -> FakePeer {
     let mut incoming = net.handle().accept_streams(wire::PROTOCOL).unwrap();
     let stop = cancel.clone();
     let sent = Arc::new(AtomicU64::new(0));
-    let counter = sent.clone();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let (counter, log) = (sent.clone(), heard.clone());
     let task = tokio::spawn(async move {
         let mut sessions = tokio::task::JoinSet::new();
         loop {
@@ -616,7 +698,8 @@ async fn start_liar_with(content: &[u8], corrupt_last: bool) -> FakePeer {
                 _ = stop.cancelled() => break,
                 next = incoming.next() => {
                     let Some((_, stream)) = next else { break };
-                    sessions.spawn(lie(stream, hash, size, blob.clone(), corrupt_last, counter.clone()));
+                    let fake = FakeSession { hash, size, blob: blob.clone(), payloads, pace, sent: counter.clone(), heard: log.clone() };
+                    sessions.spawn(fake.run(stream));
                 }
             }
         }
@@ -624,79 +707,111 @@ async fn start_liar_with(content: &[u8], corrupt_last: bool) -> FakePeer {
         while sessions.join_next().await.is_some() {}
         net.shutdown().await;
     });
-    (peer, addrs, cancel, task, sent)
+    FakePeer {
+        peer,
+        addrs,
+        cancel,
+        task,
+        sent,
+        heard,
+    }
 }
 
-async fn lie(
-    stream: spore_net::Stream,
+struct FakeSession {
     hash: Hash,
     size: u64,
     blob: spore_store::Blob,
-    corrupt_last: bool,
+    payloads: Payloads,
+    pace: Duration,
     sent: Arc<AtomicU64>,
-) {
-    let (mut r, mut w) = stream.split();
-    let mut decoder = Decoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let last = group_count(size) - 1;
-    loop {
-        let msg = loop {
-            match decoder.decode_next() {
-                Ok(Some(m)) => break m,
-                Ok(None) => {}
-                Err(_) => return,
-            }
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => decoder.push(&buf[..n]),
-            }
-        };
-        let mut out = Vec::new();
-        match msg {
-            Message::Hello(_) => {
-                for m in [
-                    Message::Hello(Hello {
-                        version: 1,
-                        hash,
-                        max_in_flight: 64,
-                        capabilities: 0,
-                    }),
-                    Message::HaveAll { hash, size },
-                ] {
-                    wire::encode(&m, &mut out).unwrap();
+    heard: Arc<Mutex<Vec<Message>>>,
+}
+
+impl FakeSession {
+    async fn run(self, stream: spore_net::Stream) {
+        let Self {
+            hash,
+            size,
+            blob,
+            payloads,
+            pace,
+            sent,
+            heard,
+        } = self;
+        let (mut r, mut w) = stream.split();
+        let mut decoder = Decoder::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let last = group_count(size) - 1;
+        loop {
+            let msg = loop {
+                match decoder.decode_next() {
+                    Ok(Some(m)) => break m,
+                    Ok(None) => {}
+                    Err(_) => return,
                 }
-            }
-            Message::Interested => wire::encode(&Message::Unchoke, &mut out).unwrap(),
-            Message::Request(req) => {
-                let c = wire::group_chunks(req.groups.clone());
-                let ranges = ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end));
-                let mut payload = Vec::new();
-                blob.encode(&ranges, &mut payload).unwrap();
-                if corrupt_last || !req.groups.contains(&last) {
-                    let at = payload.len() - 1;
-                    payload[at] ^= 0xff; // the request's last group is bad
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => decoder.push(&buf[..n]),
                 }
-                sent.fetch_add(payload.len() as u64, Ordering::SeqCst);
-                let header = Message::Response {
-                    id: req.id,
-                    status: Status::Ok,
-                };
-                wire::encode(&header, &mut out).unwrap();
-                let mut frames = DataWriter::new(req.id, 256 * 1024, &mut out);
-                std::io::Write::write_all(&mut frames, &payload).unwrap();
-                frames.finish().unwrap();
-                let end = Message::End {
-                    id: req.id,
-                    status: Status::Ok,
-                };
-                wire::encode(&end, &mut out).unwrap();
+            };
+            let mut out = Vec::new();
+            match msg {
+                Message::Hello(_) => {
+                    for m in [
+                        Message::Hello(Hello {
+                            version: 1,
+                            hash,
+                            max_in_flight: 64,
+                            capabilities: 0,
+                        }),
+                        Message::HaveAll { hash, size },
+                    ] {
+                        wire::encode(&m, &mut out).unwrap();
+                    }
+                }
+                Message::Interested => wire::encode(&Message::Unchoke, &mut out).unwrap(),
+                Message::Have(_) | Message::HaveRanges { .. } | Message::DontHave { .. } => {
+                    heard.lock().unwrap().push(msg);
+                }
+                Message::Request(req) => {
+                    tokio::time::sleep(pace).await;
+                    let c = wire::group_chunks(req.groups.clone());
+                    let ranges = ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end));
+                    let mut payload = Vec::new();
+                    blob.encode(&ranges, &mut payload).unwrap();
+                    let corrupt = match payloads {
+                        Payloads::Honest => false,
+                        Payloads::CorruptAllButLast => !req.groups.contains(&last),
+                        Payloads::CorruptAll => true,
+                    };
+                    if corrupt {
+                        let at = payload.len() - 1;
+                        payload[at] ^= 0xff; // the request's last group is bad
+                    }
+                    sent.fetch_add(payload.len() as u64, Ordering::SeqCst);
+                    let header = Message::Response {
+                        id: req.id,
+                        status: Status::Ok,
+                    };
+                    wire::encode(&header, &mut out).unwrap();
+                    let mut frames = DataWriter::new(req.id, 256 * 1024, &mut out);
+                    std::io::Write::write_all(&mut frames, &payload).unwrap();
+                    frames.finish().unwrap();
+                    let end = Message::End {
+                        id: req.id,
+                        status: Status::Ok,
+                    };
+                    wire::encode(&end, &mut out).unwrap();
+                }
+                Message::Ping { nonce } => {
+                    wire::encode(&Message::Pong { nonce }, &mut out).unwrap()
+                }
+                Message::Error { .. } => return,
+                _ => {}
             }
-            Message::Ping { nonce } => wire::encode(&Message::Pong { nonce }, &mut out).unwrap(),
-            Message::Error { .. } => return,
-            _ => {}
-        }
-        if !out.is_empty() && (w.write_all(&out).await.is_err() || w.flush().await.is_err()) {
-            return;
+            if !out.is_empty() && (w.write_all(&out).await.is_err() || w.flush().await.is_err()) {
+                return;
+            }
         }
     }
 }

@@ -1312,13 +1312,12 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
     let held = view.as_mut().and_then(|rx| rx.borrow_and_update().clone());
     let greeting = async {
         wr.send(&hello).await?;
-        match held {
-            Some(blob) => {
-                let whole = announce::whole_pieces(&blob.available());
-                announce::announce_growth(&mut wr, hash, blob.size(), whole, &mut announced)
-                    .await?;
+        let whole = held.map(|b| (b.size(), announce::whole_pieces(&b.available())));
+        match whole {
+            Some((size, whole)) if whole.count_ones() > 0 => {
+                announce::announce_growth(&mut wr, hash, size, whole, &mut announced).await?;
             }
-            None => wr.send(&Message::DontHave { hash }).await?,
+            _ => wr.send(&Message::DontHave { hash }).await?,
         }
         wr.send(&Message::Interested).await
     };
@@ -1370,10 +1369,13 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
             held = announce::next_view(&mut view) => {
                 if let Some(blob) = held {
                     let whole = announce::whole_pieces(&blob.available());
-                    if let Err(e) = announce::announce_growth(&mut wr, hash, blob.size(), whole, &mut announced).await {
-                        return io(e);
+                    // Nothing whole yet: the greeting's DontHave still holds.
+                    if announced.is_some() || whole.count_ones() > 0 {
+                        if let Err(e) = announce::announce_growth(&mut wr, hash, blob.size(), whole, &mut announced).await {
+                            return io(e);
+                        }
+                        last_sent = Instant::now();
                     }
-                    last_sent = Instant::now();
                 }
             }
             cmd = cmds.recv() => {
