@@ -884,9 +884,31 @@ mod child {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         settle_cpu(processes).await;
-        let c0 = cpu_ticks();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        (tables, (cpu_ticks() - c0) as f64 / 5.0)
+        // Three windows of 5 s: whether the cost decays (the tail of the
+        // join) or stays (the cost of idling). The last one is reported,
+        // with how many connections the nodes opened meanwhile.
+        let mut cpu = 0.0;
+        for window in 1..=3 {
+            let opened0 = connections_opened(handles).await;
+            let c0 = cpu_ticks();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            cpu = (cpu_ticks() - c0) as f64 / 5.0;
+            let opened = connections_opened(handles).await - opened0;
+            eprintln!(
+                "idle window {window}: {cpu:.0}% of a core for {} nodes, {:.1} connections opened per node per minute",
+                handles.len(),
+                opened as f64 * 12.0 / handles.len().max(1) as f64
+            );
+        }
+        (tables, cpu)
+    }
+
+    async fn connections_opened(handles: &[NetHandle]) -> u64 {
+        let mut n = 0;
+        for h in handles {
+            n += h.status().await.map_or(0, |s| s.connections_opened);
+        }
+        n
     }
 
     /// Waits (at most 180 s) until this process is busy below its share of

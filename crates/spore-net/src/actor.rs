@@ -222,6 +222,7 @@ struct Actor {
     lan: LanDialer,
     /// Failed connection attempts by cause (see [`dial_error_cause`]).
     connection_errors: HashMap<&'static str, u64>,
+    connections_opened: u64,
     /// Misbehaviour scores; banned peers are blocked in `bans`.
     penalties: Penalties,
     /// Provider announcements that reached no other node, tried again.
@@ -408,6 +409,7 @@ pub(crate) fn start(
         pending_listens: HashMap::new(),
         lan: LanDialer::default(),
         connection_errors: HashMap::new(),
+        connections_opened: 0,
         penalties: Penalties::new(PenaltyPolicy::default()),
         reannounce: Reannounce::new(
             Duration::from_secs(provide_retry_secs.max(1)),
@@ -841,6 +843,7 @@ impl Actor {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
+            connections_opened: self.connections_opened,
             malformed_messages: self.penalties.offences(),
             penalised_peers: self.penalties.tracked(),
             banned_peers: self.penalties.banned(Instant::now()),
@@ -1023,7 +1026,10 @@ impl Actor {
                 endpoint,
                 num_established,
                 ..
-            } => self.on_connected(peer_id, connection_id, &endpoint, num_established.get()),
+            } => {
+                self.connections_opened += 1;
+                self.on_connected(peer_id, connection_id, &endpoint, num_established.get());
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,

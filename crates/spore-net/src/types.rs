@@ -106,6 +106,9 @@ pub struct NetStatus {
     /// (`"outgoing: refused"`, `"incoming: denied by limits"`, …). The
     /// causes are a fixed set, so the map stays small.
     pub connection_errors: BTreeMap<String, u64>,
+    /// Connections established since start, both directions (with
+    /// `connections`, how much a node churns its connections).
+    pub connections_opened: u64,
     /// Malformed or oversized protocol messages received since start.
     pub malformed_messages: u64,
     /// Peers with a misbehaviour score (see `penalty.rs`).
