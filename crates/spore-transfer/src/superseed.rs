@@ -436,12 +436,35 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         let mut pieces = std::mem::take(&mut state.pending);
         pieces.sort_unstable();
         let mut ranges: Vec<Range<u64>> = Vec::new();
+        let mut add = |r: Range<u64>| match ranges.last_mut() {
+            Some(last) if last.end == r.start => last.end = r.end,
+            _ => ranges.push(r),
+        };
         for p in pieces {
             let start = u64::from(p) * self.piece_groups;
             let end = (start + self.piece_groups).min(self.groups);
-            match ranges.last_mut() {
-                Some(last) if last.end == start => last.end = end,
-                _ => ranges.push(start..end),
+            let missing = u64::from(self.missing[p as usize]);
+            if missing == 0 || missing == end - start {
+                add(start..end);
+                continue;
+            }
+            // Partly held (a departed peer had the rest, or it is being
+            // traded): only the groups nobody holds, so the peer fetches
+            // the others from those who have them and the seed's upload
+            // goes to groups nobody else can send.
+            let mut run: Option<u64> = None;
+            for g in start..end {
+                match (self.holders[g as usize] == 0, run) {
+                    (true, None) => run = Some(g),
+                    (false, Some(r)) => {
+                        add(r..g);
+                        run = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(r) = run {
+                add(r..end);
             }
         }
         // Every downloader checks the size against the last group before
@@ -941,6 +964,29 @@ mod tests {
                 "piece {piece} was not handed out again"
             );
         }
+        s.check_invariants();
+    }
+
+    #[test]
+    fn a_piece_partly_held_is_told_only_for_the_groups_nobody_holds() {
+        let mut s = small_seeder(3);
+        let now = Instant::now();
+        let windows = swarm(&mut s, 1, now);
+        let promised: BTreeSet<u64> = windows.values().flatten().copied().collect();
+        let x = (0..16).find(|p| !promised.contains(p)).unwrap();
+        // Peer 1 got, by trading, every group but the second half of `x`.
+        let half = x * 64 + 32..(x + 1) * 64;
+        s.on_have(&1, 0..half.start);
+        s.on_have(&1, half.end..16 * 64);
+        s.check_invariants();
+        assert!(s.is_active());
+        // A newcomer is told `x`, but only what nobody can send it but us.
+        assert!(s.add_peer(2, now));
+        let mut expected = vec![half.clone()];
+        if half.end < 16 * 64 {
+            expected.push(16 * 64 - 1..16 * 64); // the size proof
+        }
+        assert_eq!(s.take_reveal(&2), Reveal::Groups(expected));
         s.check_invariants();
     }
 

@@ -298,14 +298,16 @@ fn a_fast_peer_steals_queued_work_from_a_slow_one() {
     seed_peer(&mut s, 1, t0);
     let a = s.requests_for(&1, t0);
     assert_eq!(a.requests.len(), 4);
+    // 5 groups/s (80 KB/s): the queued requests start more than the steal
+    // horizon (2 s) from now.
     for g in 0..3 {
         s.on_group_verified(
             &1,
             a.requests[0].groups.start + g,
-            t0 + MS * 100 * (g as u32 + 1),
+            t0 + MS * 200 * (g as u32 + 1),
         );
     }
-    let now = t0 + MS * 300;
+    let now = t0 + MS * 600;
     seed_peer(&mut s, 2, now);
     let b = s.requests_for(&2, now);
     // The head is being served and the next may be on its way: the two
