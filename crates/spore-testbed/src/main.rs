@@ -54,6 +54,10 @@ enum Cmd {
         /// Override the file size of the scenario (MiB).
         #[arg(long)]
         size_mib: Option<f64>,
+        /// A spore.toml for every spore node, e.g. `[net]` `quic = false`
+        /// for a run where every connection is TCP.
+        #[arg(long)]
+        node_config: Option<PathBuf>,
     },
     /// Check a scenario file without running it (no root needed).
     Validate { scenario: PathBuf },
@@ -235,6 +239,7 @@ fn real_main() -> Result<()> {
             tool,
             log,
             size_mib,
+            node_config,
         } => {
             let plan = load(&scenario, size_mib)?;
             require_root()?;
@@ -246,6 +251,11 @@ fn real_main() -> Result<()> {
                     spore.display()
                 );
             }
+            if let Some(c) = &node_config
+                && !c.is_file()
+            {
+                bail!("no node configuration at {}", c.display());
+            }
             let id = std::process::id();
             let work =
                 work.unwrap_or_else(|| std::env::temp_dir().join(format!("spore-testbed-{id}")));
@@ -255,6 +265,7 @@ fn real_main() -> Result<()> {
                 work: work.join(sub),
                 keep,
                 log: log.clone(),
+                node_config: node_config.clone(),
             };
             let mut reports: Vec<RunReport> = Vec::new();
             if matches!(tool, Tool::Spore | Tool::Both) {

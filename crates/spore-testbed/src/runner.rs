@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub keep: bool,
     /// Extra `RUST_LOG` for the nodes.
     pub log: String,
+    /// A `spore.toml` given to every spore host (`None`: spore's defaults).
+    pub node_config: Option<PathBuf>,
 }
 
 const PORT: u16 = 5322;
@@ -588,6 +590,12 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepor
         .map(|h| {
             let home = opts.work.join(&h.name);
             std::fs::create_dir_all(&home)?;
+            if let Some(config) = &opts.node_config {
+                // Where `spore --home` reads its configuration.
+                std::fs::create_dir_all(home.join("config"))?;
+                std::fs::copy(config, home.join("config").join("spore.toml"))
+                    .with_context(|| format!("copying {}", config.display()))?;
+            }
             Ok(HostState {
                 home,
                 node: None,
