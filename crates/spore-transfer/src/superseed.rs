@@ -452,19 +452,8 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             // traded): only the groups nobody holds, so the peer fetches
             // the others from those who have them and the seed's upload
             // goes to groups nobody else can send.
-            let mut run: Option<u64> = None;
-            for g in start..end {
-                match (self.holders[g as usize] == 0, run) {
-                    (true, None) => run = Some(g),
-                    (false, Some(r)) => {
-                        add(r..g);
-                        run = None;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(r) = run {
-                add(r..end);
+            for g in (start..end).filter(|&g| self.holders[g as usize] == 0) {
+                add(g..g + 1);
             }
         }
         // Every downloader checks the size against the last group before

@@ -31,7 +31,8 @@ pub(super) async fn next_view(view: &mut Option<watch::Receiver<Option<Blob>>>) 
 }
 
 /// Announces `have` (over the groups of a blob of `size` bytes) beyond what
-/// `announced` holds, and records it there.
+/// `announced` holds, and records it there. `None`: the session opened with
+/// `DontHave`, so an empty `have` is not announced again.
 pub(super) async fn announce_growth(
     wr: &mut FrameWriter,
     hash: Hash,
@@ -42,6 +43,8 @@ pub(super) async fn announce_growth(
     match announced {
         // Nothing new, or still nothing at all (a DontHave said so).
         Some(old) if old == &have => return Ok(()),
+        // Nothing yet: the caller's opening DontHave still holds.
+        None if have.count_ones() == 0 => return Ok(()),
         // `HaveRanges` only for a peer that was told the size: a `DontHave`
         // (what an empty bitfield was announced as) does not tell it.
         Some(old) if old.len() == have.len() && old.count_ones() > 0 => {

@@ -1369,13 +1369,10 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
             held = announce::next_view(&mut view) => {
                 if let Some(blob) = held {
                     let whole = announce::whole_pieces(&blob.available());
-                    // Nothing whole yet: the greeting's DontHave still holds.
-                    if announced.is_some() || whole.count_ones() > 0 {
-                        if let Err(e) = announce::announce_growth(&mut wr, hash, blob.size(), whole, &mut announced).await {
-                            return io(e);
-                        }
-                        last_sent = Instant::now();
+                    if let Err(e) = announce::announce_growth(&mut wr, hash, blob.size(), whole, &mut announced).await {
+                        return io(e);
                     }
+                    last_sent = Instant::now();
                 }
             }
             cmd = cmds.recv() => {
