@@ -10,13 +10,14 @@ use std::time::Duration;
 use libp2p::{
     StreamProtocol, Swarm, allow_block_list, autonat, connection_limits, dcutr, identify,
     identity::Keypair,
-    kad, mdns, noise, ping, relay, rendezvous,
+    kad, mdns, noise, ping, quic, relay, rendezvous,
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     tcp, yamux,
 };
 
 use crate::{
     config::NetConfig,
+    head_start::HeadStart,
     ip_limit,
     kad_guard::GuardedKad,
     store::{Limits, ProviderStore},
@@ -154,7 +155,7 @@ fn behaviour(
 }
 
 /// Builds the swarm: TCP (our TLS upgrade, which prefers AES-GCM, offered
-/// before Noise; then Yamux), QUIC, DNS, the relay client transport (same
+/// before Noise; then Yamux), QUIC (its dials give TCP a head start), DNS, the relay client transport (same
 /// security choice), and the behaviour above.
 pub(crate) fn build_swarm(key: Keypair, cfg: &NetConfig) -> Result<Swarm<Behaviour>, BuildError> {
     let idle = Duration::from_secs(cfg.idle_connection_timeout_secs.max(1));
@@ -183,7 +184,13 @@ pub(crate) fn build_swarm(key: Keypair, cfg: &NetConfig) -> Result<Swarm<Behavio
             yamux::Config::default,
         )
         .map_err(|e| t(&e))?
-        .with_quic()
+        .with_other_transport(|key| {
+            HeadStart::new(
+                quic::tokio::Transport::new(quic::Config::new(key)),
+                Duration::from_millis(cfg.quic_dial_delay_ms),
+            )
+        })
+        .map_err(|e| t(&e))?
         .with_dns()
         .map_err(|e| t(&e))?
         .with_relay_client(

@@ -26,6 +26,10 @@ pub struct NetConfig {
     pub tcp: bool,
     /// Listen on QUIC (UDP).
     pub quic: bool,
+    /// How long a QUIC dial waits before it starts, so that TCP to the same
+    /// peer wins where it works (bulk data moves faster over TCP here; see
+    /// `head_start.rs`). 0 lets both race from the start.
+    pub quic_dial_delay_ms: u64,
     /// More addresses to listen on, verbatim.
     #[serde(with = "multiaddrs")]
     pub extra_listen_addrs: Vec<Multiaddr>,
@@ -105,6 +109,7 @@ impl Default for NetConfig {
             listen_port: DEFAULT_PORT,
             tcp: true,
             quic: true,
+            quic_dial_delay_ms: 500,
             extra_listen_addrs: Vec::new(),
             external_addrs: Vec::new(),
             advertise_listen_addrs: false,

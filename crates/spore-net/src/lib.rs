@@ -17,6 +17,7 @@ pub mod address_book;
 mod behaviour;
 pub mod config;
 mod handle;
+mod head_start;
 pub mod hint;
 pub mod identity;
 pub mod ip_limit;

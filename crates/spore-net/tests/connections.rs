@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{start, start_with, tcp_addr, wait_for_status};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use spore_net::{NetConfig, NetError};
+use spore_net::{NetConfig, NetError, TransportKind};
 
 const ECHO: &str = "/spore/test-echo/1";
 
@@ -98,4 +98,43 @@ async fn per_ip_limit_refuses_extra_inbound_connections() {
         c.shutdown().await;
     }
     target.shutdown().await;
+}
+
+/// The head start only delays QUIC: a peer known by its QUIC address alone
+/// is still reached, over QUIC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_known_only_by_quic_is_still_reached() {
+    common::init_tracing();
+    let a = start_with(|c| c.quic = true).await;
+    let b = start_with(|c| c.quic = true).await;
+    let quic: Vec<_> = b
+        .handle()
+        .listen_addrs()
+        .await
+        .expect("listen addrs")
+        .into_iter()
+        .filter(|a| TransportKind::of(a) == TransportKind::Quic)
+        .collect();
+    assert!(!quic.is_empty());
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        a.handle().dial_peer(b.peer_id(), quic),
+    )
+    .await
+    .expect("dial in time")
+    .expect("dial");
+    let peers = a.handle().peers().await.expect("peers");
+    let b_info = peers
+        .iter()
+        .find(|p| p.peer_id == b.peer_id())
+        .expect("b connected");
+    assert!(
+        b_info
+            .connections
+            .iter()
+            .all(|c| c.transport == TransportKind::Quic),
+        "{peers:?}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
 }
