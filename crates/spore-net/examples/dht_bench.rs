@@ -859,17 +859,35 @@ mod child {
         let deadline = t0 + Duration::from_secs(90);
         let mut nudged = false;
         let mut tables: Vec<usize>;
+        let mut last_report = t0;
+        let mut ticks = cpu_ticks();
         loop {
-            tables = Vec::with_capacity(handles.len());
-            for h in handles {
-                tables.push(h.routing_table_size().await.unwrap_or(0));
-            }
+            // Asked concurrently: under the join storm one answer can take
+            // a second, and hundreds in a row would outlast the phase.
+            tables = stream::iter(handles)
+                .map(|h| async move { h.routing_table_size().await.unwrap_or(0) })
+                .buffered(64)
+                .collect()
+                .await;
             let low: Vec<&NetHandle> = handles
                 .iter()
                 .zip(&tables)
                 .filter(|(_, t)| **t < want)
                 .map(|(h, _)| h)
                 .collect();
+            if last_report.elapsed() >= Duration::from_secs(10) {
+                let now_ticks = cpu_ticks();
+                eprintln!(
+                    "join {:.0}s: {} of {} nodes below {want} routing-table entries; {:.0}% of a core; {} connections opened so far",
+                    t0.elapsed().as_secs_f64(),
+                    low.len(),
+                    handles.len(),
+                    (now_ticks - ticks) as f64 / last_report.elapsed().as_secs_f64(),
+                    connections_opened(handles).await,
+                );
+                last_report = Instant::now();
+                ticks = now_ticks;
+            }
             if low.is_empty() || Instant::now() >= deadline {
                 break;
             }
@@ -904,24 +922,33 @@ mod child {
     }
 
     async fn connections_opened(handles: &[NetHandle]) -> u64 {
-        let mut n = 0;
-        for h in handles {
-            n += h.status().await.map_or(0, |s| s.connections_opened);
-        }
-        n
+        stream::iter(handles)
+            .map(|h| async move { h.status().await.map_or(0, |s| s.connections_opened) })
+            .buffer_unordered(64)
+            .fold(0, |n, c| async move { n + c })
+            .await
     }
 
     /// Waits (at most 180 s) until this process is busy below its share of
     /// 60% of one core across all processes.
     async fn settle_cpu(processes: f64) {
         let threshold = (60.0 / processes).max(5.0);
-        let settle_deadline = Instant::now() + Duration::from_secs(180);
+        let t0 = Instant::now();
+        let settle_deadline = t0 + Duration::from_secs(180);
+        let mut rounds = 0u32;
         loop {
             let c0 = cpu_ticks();
             tokio::time::sleep(Duration::from_secs(2)).await;
             let busy = (cpu_ticks() - c0) as f64 / 2.0;
             if busy < threshold || Instant::now() >= settle_deadline {
                 break;
+            }
+            rounds += 1;
+            if rounds.is_multiple_of(5) {
+                eprintln!(
+                    "settling {:.0}s: {busy:.0}% of a core, waiting for {threshold:.0}%",
+                    t0.elapsed().as_secs_f64()
+                );
             }
         }
     }

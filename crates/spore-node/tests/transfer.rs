@@ -630,6 +630,60 @@ async fn a_stream_flood_from_one_peer_is_capped_and_others_still_download() {
     seed.node.shutdown().await;
 }
 
+/// A holder that abandons a response halfway (it read our `Cancel`, or
+/// choked us) has still sent whole groups that verify: they are kept, and
+/// only the rest is asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verified_part_of_an_abandoned_response_is_kept() {
+    let content = data(4 * MIB, 43);
+    let source = start_fake(
+        &content,
+        Payloads::AbandonFirstThree,
+        Duration::from_millis(20),
+    )
+    .await;
+    let leecher = start(fast()).await;
+    let hash = Hash::of(&content);
+    let handle = leecher
+        .node
+        .download(hash, vec![(source.peer, source.addrs.clone())]);
+    wait(&handle, 60).await;
+    assert_stored(&leecher, hash, &content).await;
+
+    let requests = source.requests.lock().unwrap().clone();
+    let abandoned: Vec<(usize, std::ops::Range<u64>, u64)> = requests
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (r, cut))| cut.map(|k| (i, r.clone(), k)))
+        .collect();
+    assert_eq!(abandoned.len(), 3, "{requests:?}");
+    // How often `g` was asked for after request `i`.
+    let asked_after = |i: usize, g: u64| {
+        requests[i + 1..]
+            .iter()
+            .filter(|(r, _)| r.contains(&g))
+            .count()
+    };
+    for (i, r, kept) in &abandoned {
+        for g in r.start..r.start + kept {
+            assert_eq!(
+                asked_after(*i, g),
+                0,
+                "group {g}, delivered before {r:?} was abandoned, asked again: {requests:?}"
+            );
+        }
+        for g in r.start + kept..r.end {
+            assert!(
+                asked_after(*i, g) >= 1,
+                "group {g}, never delivered, not asked again: {requests:?}"
+            );
+        }
+    }
+    source.cancel.cancel();
+    source.task.await.unwrap();
+    leecher.node.shutdown().await;
+}
+
 /// The first frame a peer sends on a stream (None if it closes first).
 async fn first_message(r: &mut futures::io::ReadHalf<spore_net::Stream>) -> Option<Message> {
     let mut decoder = Decoder::new();
@@ -660,6 +714,11 @@ enum Payloads {
     CorruptAllButLast,
     /// Every payload corrupted (caught by the size check too).
     CorruptAll,
+    /// Honest, but its first three responses of four groups or more are
+    /// abandoned halfway: their first half of whole groups and a few bytes
+    /// of the next, then `End { Cancelled }` (a holder that read a
+    /// `Cancel` mid-response, or choked).
+    AbandonFirstThree,
 }
 
 /// A bare network node speaking `/spore/blob/1` as a source of one blob.
@@ -672,6 +731,9 @@ struct FakePeer {
     sent: Arc<AtomicU64>,
     /// What downloaders told it they hold (`Have…` and `DontHave` frames).
     heard: Arc<Mutex<Vec<Message>>>,
+    /// The groups of every request, and whether it abandoned the response
+    /// after this many whole groups.
+    requests: Arc<Mutex<Vec<(std::ops::Range<u64>, Option<u64>)>>>,
 }
 
 /// `pace`: how long it waits before each response.
@@ -690,7 +752,8 @@ async fn start_fake(content: &[u8], payloads: Payloads, pace: Duration) -> FakeP
     let stop = cancel.clone();
     let sent = Arc::new(AtomicU64::new(0));
     let heard = Arc::new(Mutex::new(Vec::new()));
-    let (counter, log) = (sent.clone(), heard.clone());
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let (counter, log, asked) = (sent.clone(), heard.clone(), requests.clone());
     let task = tokio::spawn(async move {
         let mut sessions = tokio::task::JoinSet::new();
         loop {
@@ -698,7 +761,7 @@ async fn start_fake(content: &[u8], payloads: Payloads, pace: Duration) -> FakeP
                 _ = stop.cancelled() => break,
                 next = incoming.next() => {
                     let Some((_, stream)) = next else { break };
-                    let fake = FakeSession { hash, size, blob: blob.clone(), payloads, pace, sent: counter.clone(), heard: log.clone() };
+                    let fake = FakeSession { hash, size, blob: blob.clone(), payloads, pace, sent: counter.clone(), heard: log.clone(), requests: asked.clone() };
                     sessions.spawn(fake.run(stream));
                 }
             }
@@ -714,6 +777,7 @@ async fn start_fake(content: &[u8], payloads: Payloads, pace: Duration) -> FakeP
         task,
         sent,
         heard,
+        requests,
     }
 }
 
@@ -725,6 +789,7 @@ struct FakeSession {
     pace: Duration,
     sent: Arc<AtomicU64>,
     heard: Arc<Mutex<Vec<Message>>>,
+    requests: Arc<Mutex<Vec<(std::ops::Range<u64>, Option<u64>)>>>,
 }
 
 impl FakeSession {
@@ -737,6 +802,7 @@ impl FakeSession {
             pace,
             sent,
             heard,
+            requests,
         } = self;
         let (mut r, mut w) = stream.split();
         let mut decoder = Decoder::new();
@@ -780,10 +846,34 @@ impl FakeSession {
                     let mut payload = Vec::new();
                     blob.encode(&ranges, &mut payload).unwrap();
                     let corrupt = match payloads {
-                        Payloads::Honest => false,
+                        Payloads::Honest | Payloads::AbandonFirstThree => false,
                         Payloads::CorruptAllButLast => !req.groups.contains(&last),
                         Payloads::CorruptAll => true,
                     };
+                    let n = req.groups.end - req.groups.start;
+                    let abandon_after = {
+                        let mut log = requests.lock().unwrap();
+                        let abandoned = log.iter().filter(|(_, a)| a.is_some()).count();
+                        let cut =
+                            (payloads == Payloads::AbandonFirstThree && n >= 4 && abandoned < 3)
+                                .then_some(n / 2);
+                        log.push((req.groups.clone(), cut));
+                        cut
+                    };
+                    if let Some(kept) = abandon_after {
+                        // A range's encoding starts with the encoding of its
+                        // first groups (pre-order): cut there, plus a few
+                        // bytes of what follows.
+                        let c = wire::group_chunks(req.groups.start..req.groups.start + kept);
+                        let mut prefix = Vec::new();
+                        blob.encode(
+                            &ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end)),
+                            &mut prefix,
+                        )
+                        .unwrap();
+                        assert_eq!(&payload[..prefix.len()], &prefix[..]);
+                        payload.truncate(prefix.len() + 100);
+                    }
                     if corrupt {
                         let at = payload.len() - 1;
                         payload[at] ^= 0xff; // the request's last group is bad
@@ -799,7 +889,11 @@ impl FakeSession {
                     frames.finish().unwrap();
                     let end = Message::End {
                         id: req.id,
-                        status: Status::Ok,
+                        status: if abandon_after.is_some() {
+                            Status::Cancelled
+                        } else {
+                            Status::Ok
+                        },
                     };
                     wire::encode(&end, &mut out).unwrap();
                 }
