@@ -721,6 +721,10 @@ enum Payloads {
     AbandonFirstThree,
 }
 
+/// The groups of every request a fake source got, and whether it abandoned
+/// the response after this many whole groups.
+type RequestLog = Arc<Mutex<Vec<(std::ops::Range<u64>, Option<u64>)>>>;
+
 /// A bare network node speaking `/spore/blob/1` as a source of one blob.
 struct FakePeer {
     peer: PeerId,
@@ -731,9 +735,7 @@ struct FakePeer {
     sent: Arc<AtomicU64>,
     /// What downloaders told it they hold (`Have…` and `DontHave` frames).
     heard: Arc<Mutex<Vec<Message>>>,
-    /// The groups of every request, and whether it abandoned the response
-    /// after this many whole groups.
-    requests: Arc<Mutex<Vec<(std::ops::Range<u64>, Option<u64>)>>>,
+    requests: RequestLog,
 }
 
 /// `pace`: how long it waits before each response.
@@ -789,7 +791,7 @@ struct FakeSession {
     pace: Duration,
     sent: Arc<AtomicU64>,
     heard: Arc<Mutex<Vec<Message>>>,
-    requests: Arc<Mutex<Vec<(std::ops::Range<u64>, Option<u64>)>>>,
+    requests: RequestLog,
 }
 
 impl FakeSession {
