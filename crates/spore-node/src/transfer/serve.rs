@@ -177,6 +177,8 @@ impl Drop for Registration {
 async fn serve_session(shared: Arc<Shared>, peer: PeerId, stream: Stream) {
     let (mut rd, mut wr) = stream_io::split(stream);
     let result = serve_inner(&shared, peer, &mut rd, &mut wr).await;
+    let (bytes, writes) = wr.written();
+    tracing::debug!(%peer, bytes, writes, "serve session ends");
     match result {
         Ok(()) => {}
         Err(Close::Quiet) => {}

@@ -48,6 +48,9 @@ impl std::fmt::Debug for FrameReader {
 pub(crate) struct FrameWriter {
     inner: WriteHalf<Stream>,
     scratch: Vec<u8>,
+    /// Bytes written and flushes, for the session's closing log line.
+    written: u64,
+    flushes: u64,
 }
 
 impl std::fmt::Debug for FrameWriter {
@@ -67,6 +70,8 @@ pub(crate) fn split(stream: Stream) -> (FrameReader, FrameWriter) {
         FrameWriter {
             inner: w,
             scratch: Vec::with_capacity(256),
+            written: 0,
+            flushes: 0,
         },
     )
 }
@@ -105,8 +110,15 @@ impl FrameWriter {
         result
     }
 
+    /// Bytes written so far, and in how many flushed writes.
+    pub(crate) fn written(&self) -> (u64, u64) {
+        (self.written, self.flushes)
+    }
+
     /// Writes already framed bytes (data frames from the encoder).
     pub(crate) async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        self.written += bytes.len() as u64;
+        self.flushes += 1;
         tokio::time::timeout(WRITE_TIMEOUT, async {
             self.inner.write_all(bytes).await?;
             self.inner.flush().await
