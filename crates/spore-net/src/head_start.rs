@@ -160,49 +160,38 @@ mod tests {
         "/ip4/127.0.0.1/udp/1/quic-v1".parse().unwrap()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_dial_touches_the_inner_transport_only_after_the_wait() {
+    /// When a dial in `role` through a head start of `wait` first touched
+    /// the inner transport, counted from the dial.
+    async fn first_touch(wait: Duration, role: Endpoint) -> Duration {
         let probe = Probe::default();
         let polls = Arc::clone(&probe.first_polls);
-        let mut transport = HeadStart::new(probe, Duration::from_millis(500));
+        let mut transport = HeadStart::new(probe, wait);
         let t0 = Instant::now();
-        let dial = transport.dial(addr(), opts(Endpoint::Dialer)).unwrap();
-        assert!(polls.lock().unwrap().is_empty());
+        let dial = transport.dial(addr(), opts(role)).unwrap();
+        assert!(polls.lock().unwrap().is_empty(), "touched before polled");
         assert!(dial.await.is_err());
         let polls = polls.lock().unwrap();
         assert_eq!(polls.len(), 1);
-        assert_eq!(polls[0] - t0, Duration::from_millis(500));
+        polls[0] - t0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dial_touches_the_inner_transport_only_after_the_wait() {
+        let wait = Duration::from_millis(500);
+        assert_eq!(first_touch(wait, Endpoint::Dialer).await, wait);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_hole_punch_in_the_listener_role_starts_at_once() {
-        let probe = Probe::default();
-        let polls = Arc::clone(&probe.first_polls);
-        let mut transport = HeadStart::new(probe, Duration::from_millis(500));
-        let t0 = Instant::now();
-        assert!(
-            transport
-                .dial(addr(), opts(Endpoint::Listener))
-                .unwrap()
-                .await
-                .is_err()
-        );
-        assert_eq!(polls.lock().unwrap()[0], t0);
+        let wait = Duration::from_millis(500);
+        assert_eq!(first_touch(wait, Endpoint::Listener).await, Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
     async fn no_head_start_means_no_wait() {
-        let probe = Probe::default();
-        let polls = Arc::clone(&probe.first_polls);
-        let mut transport = HeadStart::new(probe, Duration::ZERO);
-        let t0 = Instant::now();
-        assert!(
-            transport
-                .dial(addr(), opts(Endpoint::Dialer))
-                .unwrap()
-                .await
-                .is_err()
+        assert_eq!(
+            first_touch(Duration::ZERO, Endpoint::Dialer).await,
+            Duration::ZERO
         );
-        assert_eq!(polls.lock().unwrap()[0], t0);
     }
 }

@@ -107,14 +107,7 @@ async fn a_peer_known_only_by_quic_is_still_reached() {
     common::init_tracing();
     let a = start_with(|c| c.quic = true).await;
     let b = start_with(|c| c.quic = true).await;
-    let quic: Vec<_> = b
-        .handle()
-        .listen_addrs()
-        .await
-        .expect("listen addrs")
-        .into_iter()
-        .filter(|a| TransportKind::of(a) == TransportKind::Quic)
-        .collect();
+    let quic = common::quic_addrs(&b).await;
     assert!(!quic.is_empty());
     tokio::time::timeout(
         Duration::from_secs(10),

@@ -65,13 +65,10 @@ async fn quic_dial_works() {
     common::init_tracing();
     let a = start_with(|c| c.quic = true).await;
     let b = start(NetConfig::for_tests()).await;
-    let quic = a
-        .handle()
-        .listen_addrs()
+    let quic = common::quic_addrs(&a)
         .await
-        .expect("addrs")
         .into_iter()
-        .find(|x| TransportKind::of(x) == TransportKind::Quic)
+        .next()
         .expect("quic listen address");
     let peer = b.handle().dial(quic).await.expect("quic dial");
     assert_eq!(peer, a.peer_id());

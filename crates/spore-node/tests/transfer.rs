@@ -347,13 +347,8 @@ async fn a_downloader_tells_its_source_each_whole_piece() {
     let content = data(4 * MIB, 41);
     // 50 ms per response: the download lasts long enough to announce.
     let source = start_fake(&content, Payloads::Honest, Duration::from_millis(50)).await;
-    let leecher = start(fast()).await;
+    let leecher = source.fetched_whole(&content).await;
     let hash = Hash::of(&content);
-    let handle = leecher
-        .node
-        .download(hash, vec![(source.peer, source.addrs.clone())]);
-    wait(&handle, 60).await;
-    assert_stored(&leecher, hash, &content).await;
 
     let groups = group_count(content.len() as u64);
     let piece = u64::from(spore_transfer::scheduler::piece_groups_for(groups));
@@ -642,13 +637,7 @@ async fn the_verified_part_of_an_abandoned_response_is_kept() {
         Duration::from_millis(20),
     )
     .await;
-    let leecher = start(fast()).await;
-    let hash = Hash::of(&content);
-    let handle = leecher
-        .node
-        .download(hash, vec![(source.peer, source.addrs.clone())]);
-    wait(&handle, 60).await;
-    assert_stored(&leecher, hash, &content).await;
+    let leecher = source.fetched_whole(&content).await;
 
     let requests = source.requests.lock().unwrap().clone();
     let abandoned: Vec<(usize, std::ops::Range<u64>, u64)> = requests
@@ -736,6 +725,21 @@ struct FakePeer {
     /// What downloaders told it they hold (`Have…` and `DontHave` frames).
     heard: Arc<Mutex<Vec<Message>>>,
     requests: RequestLog,
+}
+
+impl FakePeer {
+    /// A fresh node downloads `content` from this source alone and stores
+    /// it intact.
+    async fn fetched_whole(&self, content: &[u8]) -> TestNode {
+        let leecher = start(fast()).await;
+        let hash = Hash::of(content);
+        let handle = leecher
+            .node
+            .download(hash, vec![(self.peer, self.addrs.clone())]);
+        wait(&handle, 60).await;
+        assert_stored(&leecher, hash, content).await;
+        leecher
+    }
 }
 
 /// `pace`: how long it waits before each response.

@@ -7,7 +7,7 @@ use std::{future::Future, time::Duration};
 
 use spore_net::{
     CancellationToken, Multiaddr, NetConfig, NetHandle, NetNode, NetStatus, PeerInfo,
-    multiaddr::Protocol,
+    TransportKind, multiaddr::Protocol,
 };
 
 pub async fn start(cfg: NetConfig) -> NetNode {
@@ -31,6 +31,15 @@ pub async fn tcp_addr(node: &NetNode) -> Multiaddr {
         .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
         .expect("a tcp listen address");
     tcp.with(Protocol::P2p(node.peer_id()))
+}
+
+/// `node`'s QUIC listen addresses.
+pub async fn quic_addrs(node: &NetNode) -> Vec<Multiaddr> {
+    let addrs = node.handle().listen_addrs().await.expect("listen addrs");
+    addrs
+        .into_iter()
+        .filter(|a| TransportKind::of(a) == TransportKind::Quic)
+        .collect()
 }
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.

@@ -32,19 +32,20 @@ pub(super) async fn next_view(view: &mut Option<watch::Receiver<Option<Blob>>>) 
 
 /// Announces `have` (over the groups of a blob of `size` bytes) beyond what
 /// `announced` holds, and records it there. `None`: the session opened with
-/// `DontHave`, so an empty `have` is not announced again.
+/// `DontHave`, so an empty `have` is not announced again. True if a frame
+/// was sent (the caller's keep-alive clock moves only then).
 pub(super) async fn announce_growth(
     wr: &mut FrameWriter,
     hash: Hash,
     size: u64,
     have: Bitfield,
     announced: &mut Option<Bitfield>,
-) -> Result<(), FrameError> {
+) -> Result<bool, FrameError> {
     match announced {
         // Nothing new, or still nothing at all (a DontHave said so).
-        Some(old) if old == &have => return Ok(()),
+        Some(old) if old == &have => return Ok(false),
         // Nothing yet: the caller's opening DontHave still holds.
-        None if have.count_ones() == 0 => return Ok(()),
+        None if have.count_ones() == 0 => return Ok(false),
         // `HaveRanges` only for a peer that was told the size: a `DontHave`
         // (what an empty bitfield was announced as) does not tell it.
         Some(old) if old.len() == have.len() && old.count_ones() > 0 => {
@@ -64,7 +65,7 @@ pub(super) async fn announce_growth(
         }
     }
     *announced = Some(have);
-    Ok(())
+    Ok(true)
 }
 
 /// The groups of the pieces `have` holds whole: what a downloader tells the

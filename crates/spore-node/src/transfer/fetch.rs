@@ -1369,10 +1369,11 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
             held = announce::next_view(&mut view) => {
                 if let Some(blob) = held {
                     let whole = announce::whole_pieces(&blob.available());
-                    if let Err(e) = announce::announce_growth(&mut wr, hash, blob.size(), whole, &mut announced).await {
-                        return io(e);
+                    match announce::announce_growth(&mut wr, hash, blob.size(), whole, &mut announced).await {
+                        Ok(true) => last_sent = Instant::now(),
+                        Ok(false) => {}
+                        Err(e) => return io(e),
                     }
-                    last_sent = Instant::now();
                 }
             }
             cmd = cmds.recv() => {

@@ -497,8 +497,9 @@ async fn serve_inner(
             } => {
                 announce_at = None;
                 last_announce = tokio::time::Instant::now();
-                if let Some(b) = &blob {
-                    announce_growth(wr, hash, b.size(), b.available(), &mut announced).await?;
+                if let Some(b) = &blob
+                    && announce_growth(wr, hash, b.size(), b.available(), &mut announced).await?
+                {
                     last_sent = Instant::now();
                 }
             }
