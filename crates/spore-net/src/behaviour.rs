@@ -16,6 +16,7 @@ use libp2p::{
 };
 
 use crate::{
+    batched_io::Batched,
     config::NetConfig,
     head_start::HeadStart,
     ip_limit,
@@ -180,7 +181,10 @@ pub(crate) fn build_swarm(key: Keypair, cfg: &NetConfig) -> Result<Swarm<Behavio
         .with_tokio()
         .with_tcp(
             tcp_cfg,
-            (tls::Config::new, noise::Config::new),
+            (
+                |key: &Keypair| tls::Config::new(key).map(Batched),
+                noise::Config::new,
+            ),
             yamux::Config::default,
         )
         .map_err(|e| t(&e))?

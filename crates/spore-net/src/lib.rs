@@ -14,6 +14,7 @@
 
 mod actor;
 pub mod address_book;
+mod batched_io;
 mod behaviour;
 pub mod config;
 mod handle;
