@@ -673,6 +673,172 @@ async fn the_verified_part_of_an_abandoned_response_is_kept() {
     leecher.node.shutdown().await;
 }
 
+/// A request the seed encodes ahead (while it sends the one before) and
+/// that is then cancelled gets `Response { Cancelled }` and not one byte;
+/// the requests around it are answered in full and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cancelled_while_encoded_ahead_sends_nothing() {
+    let seed = start(fast()).await;
+    let content = data(8 * MIB, 17);
+    let hash = seed_with(&seed, &content).await;
+    let (seed_id, seed_addrs) = provider(&seed).await;
+    let cancel = CancellationToken::new();
+    let downloader = NetNode::start(NetConfig::for_tests(), cancel.child_token())
+        .await
+        .unwrap();
+    downloader
+        .handle()
+        .dial_peer(seed_id, seed_addrs)
+        .await
+        .unwrap();
+    let stream = downloader
+        .handle()
+        .open_stream(seed_id, wire::PROTOCOL)
+        .await
+        .unwrap();
+    let mut raw = RawSession::new(stream);
+    raw.send(&[
+        Message::Hello(Hello {
+            version: 1,
+            hash,
+            max_in_flight: 8,
+            capabilities: 0,
+        }),
+        Message::Interested,
+    ])
+    .await;
+    while !matches!(raw.next().await, Message::Unchoke) {}
+
+    let piece = |i: u64| i * 64..(i + 1) * 64;
+    let requests = [(1, piece(0)), (2, piece(1)), (3, piece(2))];
+    raw.send(
+        &requests
+            .clone()
+            .map(|(id, groups)| Message::Request(wire::Request { id, hash, groups })),
+    )
+    .await;
+    let mut log: Vec<Message> = Vec::new();
+    loop {
+        let msg = raw.next().await;
+        let started = matches!(msg, Message::Response { id: 1, .. });
+        log.push(msg);
+        if started {
+            // Request 2 is being encoded ahead now (or is about to be).
+            raw.send(&[Message::Cancel { id: 2 }]).await;
+            break;
+        }
+    }
+    while !matches!(log.last(), Some(Message::End { id: 3, .. })) {
+        log.push(raw.next().await);
+    }
+
+    let payload = |id: u64| -> Vec<u8> {
+        log.iter()
+            .filter_map(|m| match m {
+                Message::Data { id: i, data } if *i == id => Some(data.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let encoded = |groups: std::ops::Range<u64>| {
+        let c = wire::group_chunks(groups);
+        let mut out = Vec::new();
+        let blob = seed.node.store().blob(&hash).unwrap();
+        blob.encode(
+            &ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end)),
+            &mut out,
+        )
+        .unwrap();
+        out
+    };
+    let answers: Vec<&Message> = log
+        .iter()
+        .filter(|m| matches!(m, Message::Response { .. } | Message::End { .. }))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            &Message::Response {
+                id: 1,
+                status: Status::Ok
+            },
+            &Message::Response {
+                id: 2,
+                status: Status::Cancelled
+            },
+            &Message::End {
+                id: 1,
+                status: Status::Ok
+            },
+            &Message::Response {
+                id: 3,
+                status: Status::Ok
+            },
+            &Message::End {
+                id: 3,
+                status: Status::Ok
+            },
+        ]
+    );
+    assert!(payload(2).is_empty(), "the cancelled request sent data");
+    assert!(
+        payload(1) == encoded(piece(0)),
+        "request 1's payload differs"
+    );
+    assert!(
+        payload(3) == encoded(piece(2)),
+        "request 3's payload differs"
+    );
+    cancel.cancel();
+    downloader.shutdown().await;
+    seed.node.shutdown().await;
+}
+
+/// Both halves of a raw `/spore/blob/1` stream, with its frame decoder.
+struct RawSession {
+    r: futures::io::ReadHalf<spore_net::Stream>,
+    w: futures::io::WriteHalf<spore_net::Stream>,
+    decoder: Decoder,
+}
+
+impl RawSession {
+    fn new(stream: spore_net::Stream) -> Self {
+        let (r, w) = stream.split();
+        Self {
+            r,
+            w,
+            decoder: Decoder::new(),
+        }
+    }
+
+    async fn send(&mut self, msgs: &[Message]) {
+        let mut out = Vec::new();
+        for m in msgs {
+            wire::encode(m, &mut out).unwrap();
+        }
+        self.w.write_all(&out).await.unwrap();
+        self.w.flush().await.unwrap();
+    }
+
+    /// The next frame; panics if none comes within 10 s.
+    async fn next(&mut self) -> Message {
+        let mut buf = vec![0u8; 64 * 1024];
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(m) = self.decoder.decode_next().unwrap() {
+                    return m;
+                }
+                let n = self.r.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the seed closed the stream");
+                self.decoder.push(&buf[..n]);
+            }
+        })
+        .await
+        .expect("a frame within 10 s")
+    }
+}
+
 /// The first frame a peer sends on a stream (None if it closes first).
 async fn first_message(r: &mut futures::io::ReadHalf<spore_net::Stream>) -> Option<Message> {
     let mut decoder = Decoder::new();

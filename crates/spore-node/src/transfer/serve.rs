@@ -138,7 +138,9 @@ enum Source {
     Stored(spore_store::Blob),
 }
 
-/// The response being sent.
+/// A response being encoded: the one being sent, or the next one, encoded
+/// ahead so that the stream does not wait between two responses (its
+/// `Response` goes out when it starts).
 struct Sending {
     id: u64,
     groups: Range<u64>,
@@ -329,6 +331,7 @@ async fn serve_inner(
 
     let mut queue: VecDeque<wire::Request> = VecDeque::new();
     let mut sending: Option<Sending> = None;
+    let mut next: Option<Sending> = None;
     let mut last_heard = Instant::now();
     let mut last_sent = Instant::now();
     let mut view_rx = match &source {
@@ -341,7 +344,7 @@ async fn serve_inner(
 
     let result = loop {
         if let Some(s) = &mut seeding {
-            s.set_idle(queue.is_empty() && sending.is_none());
+            s.set_idle(queue.is_empty() && sending.is_none() && next.is_none());
         }
         let idle_deadline = tokio::time::Instant::from_std(last_heard + IDLE_TIMEOUT);
         let ping_deadline = tokio::time::Instant::from_std(last_sent + PING_AFTER);
@@ -368,8 +371,18 @@ async fn serve_inner(
                         queue.push_back(req);
                     }
                     Message::Cancel { id } => {
-                        if let Some(pos) = queue.iter().position(|r| r.id == id) {
-                            queue.remove(pos);
+                        let unstarted = match queue.iter().position(|r| r.id == id) {
+                            Some(pos) => queue.remove(pos).is_some(),
+                            None => match next.take_if(|s| s.id == id) {
+                                Some(s) => {
+                                    abort(s).await;
+                                    lock(&shared.choker).end_request(&peer);
+                                    true
+                                }
+                                None => false,
+                            },
+                        };
+                        if unstarted {
                             let msg = Message::Response { id, status: Status::Cancelled };
                             session.send(&msg).map_err(violation)?;
                             wr.send(&msg).await?;
@@ -434,26 +447,38 @@ async fn serve_inner(
                     _ => {}
                 }
             }
-            // Start the next request when idle and nothing from the peer waits.
-            _ = std::future::ready(()), if sending.is_none() && !queue.is_empty() => {
+            // Start the next response when idle and nothing from the peer waits.
+            _ = std::future::ready(()), if sending.is_none() && (next.is_some() || !queue.is_empty()) => {
+                let started = match next.take() {
+                    Some(s) => Ok(s),
+                    None => {
+                        let Some(req) = queue.pop_front() else { continue };
+                        start_request(shared, peer, &mut source, &mut blob, unchoked, &req)
+                            .map_err(|status| (req.id, status))
+                    }
+                };
+                let msg = match &started {
+                    Ok(s) => Message::Response { id: s.id, status: Status::Ok },
+                    Err((id, status)) => Message::Response { id: *id, status: *status },
+                };
+                session.send(&msg).map_err(violation)?;
+                wr.send(&msg).await?;
+                sending = started.ok();
+                last_sent = Instant::now();
+            }
+            // Encode the request after the one being sent, ahead of time.
+            _ = std::future::ready(()), if sending.is_some() && next.is_none() && !queue.is_empty() => {
                 let Some(req) = queue.pop_front() else { continue };
                 match start_request(shared, peer, &mut source, &mut blob, unchoked, &req) {
-                    Ok(s) => {
-                        let msg = Message::Response {
-                            id: req.id,
-                            status: Status::Ok,
-                        };
-                        session.send(&msg).map_err(violation)?;
-                        wr.send(&msg).await?;
-                        sending = Some(s);
-                    }
+                    Ok(s) => next = Some(s),
                     Err(status) => {
+                        // Refusals may interleave with another response's data.
                         let msg = Message::Response { id: req.id, status };
                         session.send(&msg).map_err(violation)?;
                         wr.send(&msg).await?;
+                        last_sent = Instant::now();
                     }
                 }
-                last_sent = Instant::now();
             }
             _ = tokio::time::sleep_until(idle_deadline) => {
                 break Err(Close::With(ErrorCode::Timeout, "nothing heard for 30 s".into()));
@@ -472,8 +497,15 @@ async fn serve_inner(
                     ChokeEvent::Choke(_) if unchoked => {
                         unchoked = false;
                         wr.send(&Message::Choke).await?;
-                        for req in queue.drain(..) {
-                            let msg = Message::Response { id: req.id, status: Status::Choked };
+                        let mut unstarted: Vec<u64> = Vec::new();
+                        if let Some(s) = next.take() {
+                            unstarted.push(s.id);
+                            abort(s).await;
+                            lock(&shared.choker).end_request(&peer);
+                        }
+                        unstarted.extend(queue.drain(..).map(|r| r.id));
+                        for id in unstarted {
+                            let msg = Message::Response { id, status: Status::Choked };
                             session.send(&msg).map_err(violation)?;
                             wr.send(&msg).await?;
                         }
@@ -567,7 +599,7 @@ async fn serve_inner(
             }
         }
     };
-    if let Some(s) = sending.take() {
+    for s in [sending.take(), next.take()].into_iter().flatten() {
         abort(s).await;
         lock(&shared.choker).end_request(&peer);
     }
