@@ -53,6 +53,13 @@ fn scratch_dir(dir: Option<&std::path::Path>) -> anyhow::Result<tempfile::TempDi
 }
 
 fn main() -> anyhow::Result<()> {
+    // Quiet unless asked: `RUST_LOG=spore_node=debug,yamux=debug spore-bench …`.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match Cli::parse().bench {
         Bench::Import(args) => import::run(args),
         Bench::Transfer(args) => transfer::run(args),

@@ -216,11 +216,61 @@ fn queue_depth_tracks_rate() {
     }
 }
 
+/// A peer not yet measured gets two requests of half the queue floor, so
+/// the second is in flight while the first completes.
+#[test]
+fn an_unmeasured_peer_has_two_requests_in_flight() {
+    let mut s = sched(1024, config(), 5);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    let first = s.requests_for(&1, t0);
+    let half = SchedulerConfig::default().min_queue_bytes / 2 / GROUP_SIZE;
+    let sizes: Vec<u64> = first
+        .requests
+        .iter()
+        .map(|r| r.groups.end - r.groups.start)
+        .collect();
+    assert_eq!(sizes, vec![half, half]);
+    s.check_invariants().unwrap();
+}
+
+/// The first rate sample of a peer that is slow to start (its first bytes
+/// wait a round trip and a queue) is low. Sizing requests by it alone cut
+/// the queue into single groups, each costing as much in bao parents as
+/// in data; requests stay at `min_request_groups` or more, and a sliver of
+/// room waits until a whole request fits.
+#[test]
+fn a_slow_first_measurement_does_not_cut_requests_into_single_groups() {
+    let mut s = sched(1024, config(), 5);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    let first = s.requests_for(&1, t0);
+    let head = first.requests[0].groups.clone();
+    let now = t0 + MS * 400;
+    s.on_group_verified(&1, head.start, now);
+    assert!(s.peer_rate(&1).unwrap() < 100_000.0, "a slow first sample");
+    assert!(
+        s.requests_for(&1, now).requests.is_empty(),
+        "one group of room is not worth a request"
+    );
+    let min = u64::from(SchedulerConfig::default().min_request_groups);
+    for g in head.start + 1..head.start + min {
+        s.on_group_verified(&1, g, now + MS * 10);
+    }
+    let more = s.requests_for(&1, now + MS * 10);
+    assert!(!more.requests.is_empty(), "room for a whole request");
+    for r in &more.requests {
+        assert!(r.groups.end - r.groups.start >= min, "{:?}", r.groups);
+    }
+    s.check_invariants().unwrap();
+}
+
 #[test]
 fn endgame_duplicates_the_tail_and_cancels_the_loser() {
     let cfg = SchedulerConfig {
         piece_groups: Some(16),
-        min_queue_bytes: 16 * GROUP_SIZE,
+        // Unmeasured, a peer gets requests of half this: one of all 16 groups.
+        min_queue_bytes: 32 * GROUP_SIZE,
         initial_rate: 10e6,
         ..config()
     };
@@ -261,7 +311,8 @@ fn endgame_duplicates_the_tail_and_cancels_the_loser() {
 fn endgame_duplication_is_bounded() {
     let cfg = SchedulerConfig {
         piece_groups: Some(16),
-        min_queue_bytes: 16 * GROUP_SIZE,
+        // Unmeasured, a peer gets requests of half this: one of all 16 groups.
+        min_queue_bytes: 32 * GROUP_SIZE,
         initial_rate: 10e6,
         ..config()
     };
