@@ -18,7 +18,9 @@
 //! is nobody to trade with, and a player streaming from a single seed must be
 //! able to ask for any range. The short wait lets the peers of a swarm that
 //! starts together arrive first; a peer told everything cannot be untold, and
-//! whatever it asks for may be a piece another peer was just given.
+//! whatever it asks for may be a piece another peer was just given. Meanwhile
+//! it is told a window, like any peer, once it says it is interested (after
+//! saying what it holds), so a download from a single seed starts at once.
 //!
 //! Pure state machine: the node calls it from its serving sessions and sends
 //! what [`SuperSeed::take_reveal`] returns. Peers are keyed by session, so two
@@ -225,11 +227,26 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         true
     }
 
-    /// Whether the peer is alone with us and told nothing but the size proof
-    /// yet: it gets everything after `lone_grace`, or a window when another
-    /// peer comes.
+    /// Whether the peer is alone with us and not yet told everything: it is
+    /// after `lone_grace`, unless another peer comes first.
     pub fn waits_alone(&self, peer: &P) -> bool {
         self.lone.as_ref().is_some_and(|(p, _)| p == peer)
+    }
+
+    /// The peer said it wants data; by then it has said what it holds. A
+    /// peer alone with us and told no piece yet gets its window now, rather
+    /// than wait for `lone_grace` with nothing to ask for. True if it has
+    /// something to announce.
+    pub fn on_interested(&mut self, peer: &P) -> bool {
+        let fresh = self.waits_alone(peer)
+            && self
+                .peers
+                .get(peer)
+                .is_some_and(|s| s.told.count_ones() == 0);
+        if fresh {
+            self.refill(peer, false);
+        }
+        fresh && self.has_reveal(peer)
     }
 
     /// Whether the peer has something to announce ([`take_reveal`] would not
@@ -668,6 +685,29 @@ mod tests {
         // Later peers get windows: the first one was told everything.
         assert!(s.add_peer(2, t0 + Duration::from_secs(1)));
         assert!(matches!(s.take_reveal(&2), Reveal::Groups(_)));
+        s.check_invariants();
+    }
+
+    /// A peer alone with us does not wait for the grace to have something
+    /// to ask for: once interested it gets a window of pieces it lacks.
+    #[test]
+    fn a_peer_alone_gets_a_window_once_interested() {
+        let mut s = seeder();
+        let t0 = Instant::now();
+        assert!(s.add_peer(1, t0));
+        assert_eq!(s.take_reveal(&1), size_proof(GROUPS));
+        s.on_have(&1, 0..64 * 64);
+        assert!(s.on_interested(&1));
+        let window = pieces_of(&s.take_reveal(&1), 64);
+        assert_eq!(window.len(), 4);
+        assert!(
+            window.iter().all(|&p| p >= 64),
+            "told a piece it holds: {window:?}"
+        );
+        assert!(!s.on_interested(&1), "told once");
+        assert!(s.waits_alone(&1));
+        assert!(s.poll(t0 + Duration::from_millis(200)));
+        assert_eq!(s.take_reveal(&1), Reveal::All);
         s.check_invariants();
     }
 

@@ -288,18 +288,15 @@ async fn serve_inner(
         _ => None,
     };
     let mut announced = None;
+    // A peer alone with us is told a window once interested, and everything
+    // after a grace (see `spore_transfer::superseed`): the blob's clock runs
+    // then, not at the choker's next tick.
+    let mut lone_until: Option<tokio::time::Instant> = None;
     match (&blob, seeding.as_mut()) {
         (Some(_), Some(seeding)) => {
-            // Alone with us: wait a moment for the rest of a swarm that
-            // starts together (see `spore_transfer::superseed`).
-            let deadline = tokio::time::Instant::now() + seeding.lone_grace();
-            while seeding.waits_alone() && tokio::time::Instant::now() < deadline {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => {}
-                    _ = seeding.woken() => {}
-                }
+            if seeding.waits_alone() {
+                lone_until = Some(tokio::time::Instant::now() + seeding.lone_grace());
             }
-            seeding.poll(Instant::now());
             announce_reveal(wr, hash, seeding, true).await?;
         }
         (Some(b), None) => {
@@ -404,6 +401,10 @@ async fn serve_inner(
                             (events, choker.is_unchoked(&peer))
                         };
                         shared.dispatch(events);
+                        if interested && let Some(s) = &seeding && s.on_interested() {
+                            announce_reveal(wr, hash, s, false).await?;
+                            last_sent = Instant::now();
+                        }
                         // Another session of this peer may hold the slot already.
                         if interested && now_unchoked && !unchoked {
                             unchoked = true;
@@ -533,6 +534,17 @@ async fn serve_inner(
                     && announce_growth(wr, hash, b.size(), b.available(), &mut announced).await?
                 {
                     last_sent = Instant::now();
+                }
+            }
+            _ = async {
+                match lone_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                lone_until = None;
+                if let Some(s) = &seeding {
+                    s.poll(Instant::now());
                 }
             }
             _ = async {

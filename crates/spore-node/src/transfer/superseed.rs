@@ -134,6 +134,14 @@ impl Seeding {
         self.holds(groups);
     }
 
+    /// The peer said it wants data: alone with us, it gets its window now.
+    /// True if it has something to announce.
+    pub(super) fn on_interested(&self) -> bool {
+        lock(&self.shared.super_seeds)
+            .get_mut(&self.hash)
+            .is_some_and(|b| b.machine.on_interested(&self.session))
+    }
+
     /// The peer announced that it holds `groups` (from anyone).
     pub(super) fn on_have(&self, groups: Range<u64>) {
         self.holds(groups);
