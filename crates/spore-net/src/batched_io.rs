@@ -57,10 +57,7 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
-        self.0
-            .upgrade_inbound(BufReader::with_capacity(READ_AHEAD, socket), info)
-            .map(|r| r.map(|(peer, secured)| (peer, Coalesce::new(secured))))
-            .boxed()
+        coalesced(self.0.upgrade_inbound(read_ahead(socket), info))
     }
 }
 
@@ -75,11 +72,21 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn upgrade_outbound(self, socket: C, info: Self::Info) -> Self::Future {
-        self.0
-            .upgrade_outbound(BufReader::with_capacity(READ_AHEAD, socket), info)
-            .map(|r| r.map(|(peer, secured)| (peer, Coalesce::new(secured))))
-            .boxed()
+        coalesced(self.0.upgrade_outbound(read_ahead(socket), info))
     }
+}
+
+fn read_ahead<C: AsyncRead>(socket: C) -> BufReader<C> {
+    BufReader::with_capacity(READ_AHEAD, socket)
+}
+
+/// The secured stream of a finished upgrade, with small writes joined.
+fn coalesced<S, E>(
+    upgrade: impl Future<Output = Result<(PeerId, S), E>> + Send + 'static,
+) -> BoxFuture<'static, Result<(PeerId, Coalesce<S>), E>> {
+    upgrade
+        .map(|r| r.map(|(peer, secured)| (peer, Coalesce::new(secured))))
+        .boxed()
 }
 
 /// Joins small writes (headers, window updates, pings) to the write that

@@ -557,31 +557,17 @@ async fn a_stream_flood_from_one_peer_is_capped_and_others_still_download() {
     let mut held = Vec::new();
     let (mut accepted, mut refused) = (0, 0);
     for _ in 0..12 {
-        let stream = flooder
-            .handle()
-            .open_stream(seed_id, wire::PROTOCOL)
-            .await
-            .unwrap();
-        let (mut r, mut w) = stream.split();
-        let mut out = Vec::new();
-        let hello = Message::Hello(Hello {
-            version: 1,
-            hash,
-            max_in_flight: 8,
-            capabilities: 0,
-        });
-        wire::encode(&hello, &mut out).unwrap();
-        w.write_all(&out).await.unwrap();
-        w.flush().await.unwrap();
-        match first_message(&mut r).await {
-            Some(Message::Hello(_)) => {
+        let mut raw = RawSession::open(&flooder, seed_id).await;
+        raw.send(&[raw_hello(hash)]).await;
+        match raw.next().await {
+            Message::Hello(_) => {
                 accepted += 1;
-                held.push((r, w));
+                held.push(raw);
             }
-            Some(Message::Error {
+            Message::Error {
                 code: wire::ErrorCode::Refused,
                 message,
-            }) => {
+            } => {
                 assert!(message.contains("this peer"), "{message}");
                 refused += 1;
             }
@@ -599,26 +585,9 @@ async fn a_stream_flood_from_one_peer_is_capped_and_others_still_download() {
     // Once the flooder lets go, its slots come back.
     drop(held);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let stream = flooder
-        .handle()
-        .open_stream(seed_id, wire::PROTOCOL)
-        .await
-        .unwrap();
-    let (mut r, mut w) = stream.split();
-    let mut out = Vec::new();
-    let hello = Message::Hello(Hello {
-        version: 1,
-        hash,
-        max_in_flight: 8,
-        capabilities: 0,
-    });
-    wire::encode(&hello, &mut out).unwrap();
-    w.write_all(&out).await.unwrap();
-    w.flush().await.unwrap();
-    assert!(matches!(
-        first_message(&mut r).await,
-        Some(Message::Hello(_))
-    ));
+    let mut raw = RawSession::open(&flooder, seed_id).await;
+    raw.send(&[raw_hello(hash)]).await;
+    assert!(matches!(raw.next().await, Message::Hello(_)));
     cancel.cancel();
     flooder.shutdown().await;
     leecher.node.shutdown().await;
@@ -691,22 +660,8 @@ async fn a_request_cancelled_while_encoded_ahead_sends_nothing() {
         .dial_peer(seed_id, seed_addrs)
         .await
         .unwrap();
-    let stream = downloader
-        .handle()
-        .open_stream(seed_id, wire::PROTOCOL)
-        .await
-        .unwrap();
-    let mut raw = RawSession::new(stream);
-    raw.send(&[
-        Message::Hello(Hello {
-            version: 1,
-            hash,
-            max_in_flight: 8,
-            capabilities: 0,
-        }),
-        Message::Interested,
-    ])
-    .await;
+    let mut raw = RawSession::open(&downloader, seed_id).await;
+    raw.send(&[raw_hello(hash), Message::Interested]).await;
     while !matches!(raw.next().await, Message::Unchoke) {}
 
     let piece = |i: u64| i * 64..(i + 1) * 64;
@@ -802,8 +757,24 @@ struct RawSession {
     decoder: Decoder,
 }
 
+/// The `Hello` of a bare downloader of `hash`.
+fn raw_hello(hash: Hash) -> Message {
+    Message::Hello(Hello {
+        version: 1,
+        hash,
+        max_in_flight: 8,
+        capabilities: 0,
+    })
+}
+
 impl RawSession {
-    fn new(stream: spore_net::Stream) -> Self {
+    /// A new `/spore/blob/1` stream from `node` to `peer` (connected).
+    async fn open(node: &NetNode, peer: PeerId) -> Self {
+        let stream = node
+            .handle()
+            .open_stream(peer, wire::PROTOCOL)
+            .await
+            .unwrap();
         let (r, w) = stream.split();
         Self {
             r,
@@ -837,25 +808,6 @@ impl RawSession {
         .await
         .expect("a frame within 10 s")
     }
-}
-
-/// The first frame a peer sends on a stream (None if it closes first).
-async fn first_message(r: &mut futures::io::ReadHalf<spore_net::Stream>) -> Option<Message> {
-    let mut decoder = Decoder::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Ok(Some(m)) = decoder.decode_next() {
-                return Some(m);
-            }
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => decoder.push(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .unwrap()
 }
 
 // ---- fake sources: honest, or lying ----

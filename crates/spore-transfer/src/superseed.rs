@@ -227,8 +227,8 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         true
     }
 
-    /// Whether the peer is alone with us and not yet told everything: it is
-    /// after `lone_grace`, unless another peer comes first.
+    /// Whether the peer is alone with us and not yet told everything (it
+    /// will be once alone for `lone_grace`, unless another peer comes).
     pub fn waits_alone(&self, peer: &P) -> bool {
         self.lone.as_ref().is_some_and(|(p, _)| p == peer)
     }

@@ -368,17 +368,16 @@ async fn serve_inner(
                         queue.push_back(req);
                     }
                     Message::Cancel { id } => {
-                        let unstarted = match queue.iter().position(|r| r.id == id) {
-                            Some(pos) => queue.remove(pos).is_some(),
-                            None => match next.take_if(|s| s.id == id) {
-                                Some(s) => {
-                                    abort(s).await;
-                                    lock(&shared.choker).end_request(&peer);
-                                    true
-                                }
-                                None => false,
-                            },
-                        };
+                        let queued = queue
+                            .iter()
+                            .position(|r| r.id == id)
+                            .and_then(|pos| queue.remove(pos))
+                            .is_some();
+                        let prepared = next.take_if(|s| s.id == id);
+                        let unstarted = queued || prepared.is_some();
+                        if let Some(s) = prepared {
+                            abort(shared, peer, s).await;
+                        }
                         if unstarted {
                             let msg = Message::Response { id, status: Status::Cancelled };
                             session.send(&msg).map_err(violation)?;
@@ -386,8 +385,7 @@ async fn serve_inner(
                         } else if sending.as_ref().is_some_and(|s| s.id == id)
                             && let Some(s) = sending.take()
                         {
-                            abort(s).await;
-                            lock(&shared.choker).end_request(&peer);
+                            abort(shared, peer, s).await;
                             let msg = Message::End { id, status: Status::Cancelled };
                             session.send(&msg).map_err(violation)?;
                             wr.send(&msg).await?;
@@ -501,8 +499,7 @@ async fn serve_inner(
                         let mut unstarted: Vec<u64> = Vec::new();
                         if let Some(s) = next.take() {
                             unstarted.push(s.id);
-                            abort(s).await;
-                            lock(&shared.choker).end_request(&peer);
+                            abort(shared, peer, s).await;
                         }
                         unstarted.extend(queue.drain(..).map(|r| r.id));
                         for id in unstarted {
@@ -522,12 +519,7 @@ async fn serve_inner(
                     announce_at.get_or_insert(last_announce + ANNOUNCE_EVERY);
                 }
             }
-            _ = async {
-                match announce_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            _ = sleep_until_some(announce_at) => {
                 announce_at = None;
                 last_announce = tokio::time::Instant::now();
                 if let Some(b) = &blob
@@ -536,12 +528,7 @@ async fn serve_inner(
                     last_sent = Instant::now();
                 }
             }
-            _ = async {
-                match lone_until {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            _ = sleep_until_some(lone_until) => {
                 lone_until = None;
                 if let Some(s) = &seeding {
                     s.poll(Instant::now());
@@ -612,8 +599,7 @@ async fn serve_inner(
         }
     };
     for s in [sending.take(), next.take()].into_iter().flatten() {
-        abort(s).await;
-        lock(&shared.choker).end_request(&peer);
+        abort(shared, peer, s).await;
     }
     result
 }
@@ -678,9 +664,20 @@ async fn announce_reveal(
     Ok(())
 }
 
-async fn abort(s: Sending) {
+/// Stops encoding `s` and frees its request slot with the choker.
+async fn abort(shared: &Shared, peer: PeerId, s: Sending) {
     drop(s.chunks);
     let _ = s.encoder.await;
+    lock(&shared.choker).end_request(&peer);
+}
+
+/// Sleeps until `at`; never resolves without one (a `select!` arm for an
+/// optional deadline).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Checks a request and starts encoding it on a blocking thread.

@@ -639,7 +639,7 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             let size = self.request_groups(p);
             // As TCP avoids silly windows: while the queue holds work, wait
             // until a whole request fits rather than send a sliver of one.
-            if budget == 0 || budget < size.min(target) {
+            if budget < size.min(target) {
                 break;
             }
             let max_len = budget.min(size);
