@@ -265,7 +265,8 @@ enum Command {
         timeout: Duration,
         events: mpsc::Sender<SearchEvent>,
     },
-    Reindex,
+    /// Answered once the index holds what the store holds.
+    Reindex(tokio::sync::oneshot::Sender<()>),
     Stats(tokio::sync::oneshot::Sender<SearchStats>),
 }
 
@@ -426,9 +427,13 @@ impl Search {
         .map_err(|_| SearchError::Stopped)?
     }
 
-    /// Brings the index in step with the store now (after an add).
+    /// Brings the index in step with the store now (after an add), and
+    /// returns once it is: a search started afterwards finds what was added.
     pub async fn reindex(&self) {
-        let _ = self.commands.send(Command::Reindex).await;
+        let (done, synced) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Reindex(done)).await.is_ok() {
+            let _ = synced.await;
+        }
     }
 
     pub async fn stats(&self) -> Result<SearchStats, SearchError> {
@@ -553,7 +558,7 @@ impl Driver {
                 self.router.add_neighbour(Instant::now(), p.peer_id);
             }
         }
-        self.reindex();
+        self.reindex(None);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let filter_every = Duration::from_secs(self.config.filter_interval_secs.max(1));
@@ -593,7 +598,7 @@ impl Driver {
                         next_filter = now + filter_every;
                     }
                     if now >= next_reindex {
-                        self.reindex();
+                        self.reindex(None);
                         next_reindex = now + reindex_every;
                     }
                     if self.publish_due {
@@ -641,7 +646,7 @@ impl Driver {
                 timeout,
                 events,
             } => self.start_session(query, wanted, timeout, events),
-            Command::Reindex => self.reindex(),
+            Command::Reindex(done) => self.reindex(Some(done)),
             Command::Stats(tx) => {
                 let r = self.router.stats();
                 let mut stats = self.stats.clone();
@@ -956,12 +961,12 @@ impl Driver {
         }
     }
 
-    fn reindex(&mut self) {
+    fn reindex(&mut self, synced: Option<tokio::sync::oneshot::Sender<()>>) {
         let index = self.index.clone();
         let store = self.store.clone();
         let internal = self.internal.clone();
         self.jobs.spawn(async move {
-            let done = tokio::task::spawn_blocking(move || {
+            let indexed = tokio::task::spawn_blocking(move || {
                 let items = shared_items(&store).ok()?;
                 let mut index = index.lock().ok()?;
                 let (added, removed) = index.sync(&items).ok()?;
@@ -970,7 +975,7 @@ impl Driver {
             .await
             .ok()
             .flatten();
-            if let Some((keywords, items, changed)) = done {
+            if let Some((keywords, items, changed)) = indexed {
                 let _ = internal
                     .send(Internal::Indexed {
                         keywords,
@@ -978,6 +983,9 @@ impl Driver {
                         changed,
                     })
                     .await;
+            }
+            if let Some(synced) = synced {
+                let _ = synced.send(());
             }
         });
     }
