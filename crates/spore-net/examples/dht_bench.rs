@@ -3,7 +3,11 @@
 //! Prints lookup latency (ms and Kademlia requests until the first provider,
 //! p50/p99), success rate, and RSS per idle node.
 //!
-//! `cargo run --release -p spore-net --example dht_bench -- --nodes 100,500 [--processes 4] [--lookups 300] [--keys 50] [--phase-timeout 600] [--idle-timeout 10] [--refresh]`
+//! `cargo run --release -p spore-net --example dht_bench -- --nodes 100,500 [--processes 4] [--lookups 300] [--keys 50] [--phase-timeout 600] [--idle-timeout 10] [--refresh] [--kill 30]`
+//!
+//! With `--kill PCT`, PCT% of the nodes (never a provider) then stop at
+//! once, and the lookups run again from the survivors, right away: how much
+//! content is still found before any routing table is repaired.
 //!
 //! With `--refresh`, every node runs one Kademlia bootstrap after the join,
 //! as libp2p's periodic bootstrap does every 5 minutes (on the loaded 2-core
@@ -28,7 +32,7 @@
 mod common;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     io::{BufRead, BufReader, Write},
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc,
@@ -39,7 +43,7 @@ use common::{Args, Rng, percentile};
 use futures::{StreamExt, stream};
 use serde_json::{Value, json};
 use spore_core::Hash;
-use spore_net::{CancellationToken, Multiaddr, NetConfig, NetHandle, NetNode, PeerId};
+use spore_net::{CancellationToken, Multiaddr, NetConfig, NetHandle, NetNode, NetStatus, PeerId};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// User + system CPU time of this process, in clock ticks (1/100 s).
@@ -109,22 +113,17 @@ fn main() {
         }
         return;
     }
-    let lookups = args.parse_or("--lookups", 300usize);
-    let keys = args.parse_or("--keys", 50usize).max(1);
     let processes = args.parse_or("--processes", 1usize).max(1);
-    let phase_timeout = Duration::from_secs(args.parse_or("--phase-timeout", 600u64).max(10));
-    let idle_timeout = args.parse_or("--idle-timeout", 10u64).max(1);
-    let refresh = std::env::args().any(|a| a == "--refresh");
+    let plan = parent::Plan {
+        lookups: args.parse_or("--lookups", 300usize),
+        keys: args.parse_or("--keys", 50usize).max(1),
+        timeout: Duration::from_secs(args.parse_or("--phase-timeout", 600u64).max(10)),
+        idle_timeout: args.parse_or("--idle-timeout", 10u64).max(1),
+        refresh: std::env::args().any(|a| a == "--refresh"),
+        kill_percent: args.parse_or("--kill", 0u64).min(90),
+    };
     for n in args.sizes("100,500") {
-        if let Err(e) = parent::run(
-            n,
-            processes.min(n / 2).max(1),
-            lookups,
-            keys,
-            phase_timeout,
-            idle_timeout,
-            refresh,
-        ) {
+        if let Err(e) = parent::run(n, processes.min(n / 2).max(1), &plan) {
             println!("== {n} nodes: FAILED: {e} ==");
         }
     }
@@ -240,15 +239,26 @@ mod parent {
         }
     }
 
-    pub(super) fn run(
-        n: usize,
-        processes: usize,
-        lookups: usize,
-        keys: usize,
-        timeout: Duration,
-        idle_timeout: u64,
-        refresh: bool,
-    ) -> Result<(), String> {
+    /// What every size runs through (the command line's options).
+    pub(super) struct Plan {
+        pub(super) lookups: usize,
+        pub(super) keys: usize,
+        /// Deadline of each phase.
+        pub(super) timeout: Duration,
+        pub(super) idle_timeout: u64,
+        pub(super) refresh: bool,
+        pub(super) kill_percent: u64,
+    }
+
+    pub(super) fn run(n: usize, processes: usize, plan: &Plan) -> Result<(), String> {
+        let &Plan {
+            lookups,
+            keys,
+            timeout,
+            idle_timeout,
+            refresh,
+            kill_percent,
+        } = plan;
         let t0 = Instant::now();
         let (lines_tx, lines) = mpsc::sync_channel(4096);
         let mut kids = Children {
@@ -346,59 +356,33 @@ mod parent {
                 );
             }
         }
-        for i in 0..processes {
-            let count = lookups * share(i) / n.max(1);
-            kids.send_to(
-                i,
-                &json!({"cmd": "lookup", "count": count, "keys": provided, "concurrency": (16 / processes).max(4)}),
-            )?;
-        }
-        let looked = kids.collect("looked_up", &all)?;
-        let mut ok = 0usize;
-        let mut total = 0usize;
-        let mut ms: Vec<f64> = Vec::new();
-        let mut reqs: Vec<u64> = Vec::new();
-        let mut rtts: Vec<f64> = Vec::new();
-        let mut failed: Vec<Value> = Vec::new();
-        let mut tables_at_lookup: Vec<u64> = Vec::new();
-        let mut conn_errors: BTreeMap<String, u64> = BTreeMap::new();
-        for v in &looked {
-            for r in v["results"].as_array().cloned().unwrap_or_default() {
-                total += 1;
-                if let Some(t) = r["table"].as_u64() {
-                    tables_at_lookup.push(t);
-                }
-                if r["ok"].as_bool() == Some(true) {
-                    ok += 1;
-                } else {
-                    failed.push(r.clone());
-                }
-                if let Some(us) = r["us"].as_u64() {
-                    ms.push(us as f64 / 1000.0);
-                }
-                if let Some(q) = r["req_first"].as_u64() {
-                    reqs.push(q);
-                }
+        let lookup_round = |kids: &mut Children| -> Result<Lookups, String> {
+            for i in 0..processes {
+                let count = lookups * share(i) / n.max(1);
+                kids.send_to(
+                    i,
+                    &json!({"cmd": "lookup", "count": count, "keys": provided, "concurrency": (16 / processes).max(4)}),
+                )?;
             }
-            if let Some(m) = v["connection_errors"].as_object() {
-                for (cause, n) in m {
-                    *conn_errors.entry(cause.clone()).or_default() += n.as_u64().unwrap_or(0);
-                }
-            }
-            rtts.extend(
-                v["rtts_us"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(Value::as_f64),
-            );
-        }
-        let rtt_ms = if rtts.is_empty() {
-            f64::NAN
-        } else {
-            rtts.iter().sum::<f64>() / rtts.len() as f64 / 1000.0
+            Ok(Lookups::of(&kids.collect("looked_up", &all)?))
         };
+        let mut before = lookup_round(&mut kids)?;
+        let mut after_kill = None;
+        if kill_percent > 0 {
+            let keep: Vec<Value> = provided.iter().map(|v| v[1].clone()).collect();
+            for i in 0..processes {
+                kids.send_to(
+                    i,
+                    &json!({"cmd": "kill", "percent": kill_percent, "keep": keep}),
+                )?;
+            }
+            let killed: u64 = kids
+                .collect("killed", &all)?
+                .iter()
+                .filter_map(|v| v["killed"].as_u64())
+                .sum();
+            after_kill = Some((killed, lookup_round(&mut kids)?));
+        }
 
         for i in 0..processes {
             kids.send_to(i, &json!({"cmd": "stop"}))?;
@@ -408,10 +392,6 @@ mod parent {
         let down_secs = t_down.elapsed().as_secs_f64();
         drop(kids);
 
-        let (p50_ms, p99_ms) = (
-            percentile(&mut ms, 0.5).unwrap_or(f64::NAN),
-            percentile(&mut ms, 0.99).unwrap_or(f64::NAN),
-        );
         println!("== {nodes} nodes in {processes} process(es) ==");
         println!(
             "start {start_secs:.1}s, joined {join_secs:.1}s; routing table size min/p50/max {}/{}/{}",
@@ -427,29 +407,22 @@ mod parent {
                 percentile(&mut refreshed_tables, 1.0).unwrap_or(0),
             );
         }
-        println!(
-            "lookups {total} over {} keys: success {ok}/{total} ({:.2}%)",
-            provided.len(),
-            100.0 * ok as f64 / total.max(1) as f64
-        );
-        println!(
-            "time to first provider: p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms (mean last ping RTT, under the same load: {rtt_ms:.2} ms; p50 {:.1} RTT, p99 {:.1} RTT)",
-            p50_ms / rtt_ms,
-            p99_ms / rtt_ms,
-        );
-        println!(
-            "kad requests to first provider: p50 {}, p99 {} (alpha = 3 in flight, so rounds ~ requests/3)",
-            percentile(&mut reqs, 0.5).unwrap_or(0),
-            percentile(&mut reqs, 0.99).unwrap_or(0)
-        );
-        println!(
-            "routing table of the asking node at lookup time: min/p50/max {}/{}/{}",
-            percentile(&mut tables_at_lookup, 0.0).unwrap_or(0),
-            percentile(&mut tables_at_lookup, 0.5).unwrap_or(0),
-            percentile(&mut tables_at_lookup, 1.0).unwrap_or(0),
-        );
+        // Counted over the whole run: the last round's answers hold them.
+        let conn_errors = after_kill
+            .as_ref()
+            .map_or(&before, |(_, a)| a)
+            .conn_errors
+            .clone();
+        before.print(provided.len());
         print_holders(n, &holders, &all_peers, &provided);
-        print_failures(n, &failed, &holders, &all_peers);
+        print_failures(n, &before.failed, &holders, &all_peers);
+        if let Some((killed, mut after)) = after_kill {
+            println!(
+                "-- after {killed} of {nodes} nodes ({kill_percent}%, no provider among them) stopped at once, before any repair --"
+            );
+            after.print(provided.len());
+            print_failures(n, &after.failed, &holders, &all_peers);
+        }
         println!("connection errors (all nodes, whole run): {conn_errors:?}");
         println!("CPU while idle: {idle_cpu:.0}% of one core for {nodes} nodes");
         println!(
@@ -462,6 +435,99 @@ mod parent {
             t0.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+}
+
+/// One round of lookups, merged from every child's answer.
+struct Lookups {
+    ok: usize,
+    total: usize,
+    /// Time to the first provider, per lookup that found one.
+    ms: Vec<f64>,
+    /// Kademlia requests sent before the first provider was known.
+    requests: Vec<u64>,
+    /// Mean ping round trip under the same load.
+    rtt_ms: f64,
+    failed: Vec<Value>,
+    tables: Vec<u64>,
+    conn_errors: BTreeMap<String, u64>,
+}
+
+impl Lookups {
+    fn of(looked: &[Value]) -> Self {
+        let mut l = Lookups {
+            ok: 0,
+            total: 0,
+            ms: Vec::new(),
+            requests: Vec::new(),
+            rtt_ms: f64::NAN,
+            failed: Vec::new(),
+            tables: Vec::new(),
+            conn_errors: BTreeMap::new(),
+        };
+        let mut rtts: Vec<f64> = Vec::new();
+        for v in looked {
+            for r in v["results"].as_array().cloned().unwrap_or_default() {
+                l.total += 1;
+                if let Some(t) = r["table"].as_u64() {
+                    l.tables.push(t);
+                }
+                if let Some(us) = r["us"].as_u64() {
+                    l.ms.push(us as f64 / 1000.0);
+                }
+                if let Some(q) = r["req_first"].as_u64() {
+                    l.requests.push(q);
+                }
+                if r["ok"].as_bool() == Some(true) {
+                    l.ok += 1;
+                } else {
+                    l.failed.push(r);
+                }
+            }
+            if let Some(m) = v["connection_errors"].as_object() {
+                for (cause, n) in m {
+                    *l.conn_errors.entry(cause.clone()).or_default() += n.as_u64().unwrap_or(0);
+                }
+            }
+            rtts.extend(
+                v["rtts_us"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(Value::as_f64),
+            );
+        }
+        if !rtts.is_empty() {
+            l.rtt_ms = rtts.iter().sum::<f64>() / rtts.len() as f64 / 1000.0;
+        }
+        l
+    }
+
+    fn print(&mut self, keys: usize) {
+        let (ok, total, rtt_ms) = (self.ok, self.total, self.rtt_ms);
+        let p50_ms = percentile(&mut self.ms, 0.5).unwrap_or(f64::NAN);
+        let p99_ms = percentile(&mut self.ms, 0.99).unwrap_or(f64::NAN);
+        println!(
+            "lookups {total} over {keys} keys: success {ok}/{total} ({:.2}%)",
+            100.0 * ok as f64 / total.max(1) as f64
+        );
+        println!(
+            "time to first provider: p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms (mean last ping RTT, under the same load: {rtt_ms:.2} ms; p50 {:.1} RTT, p99 {:.1} RTT)",
+            p50_ms / rtt_ms,
+            p99_ms / rtt_ms,
+        );
+        println!(
+            "kad requests to first provider: p50 {}, p99 {} (alpha = 3 in flight, so rounds ~ requests/3)",
+            percentile(&mut self.requests, 0.5).unwrap_or(0),
+            percentile(&mut self.requests, 0.99).unwrap_or(0)
+        );
+        println!(
+            "routing table of the asking node at lookup time: min/p50/max {}/{}/{}",
+            percentile(&mut self.tables, 0.0).unwrap_or(0),
+            percentile(&mut self.tables, 0.5).unwrap_or(0),
+            percentile(&mut self.tables, 1.0).unwrap_or(0),
+        );
     }
 }
 
@@ -672,7 +738,7 @@ mod child {
             }
             nodes.push(node);
         }
-        let handles: Vec<NetHandle> = nodes.iter().map(|n| n.handle().clone()).collect();
+        let mut handles: Vec<NetHandle> = nodes.iter().map(|n| n.handle().clone()).collect();
         say(
             &mut out,
             json!({
@@ -707,7 +773,7 @@ mod child {
                     .await?;
                 }
                 Some("refresh") => {
-                    // One Kademlia bootstrap on every node once all have
+                    // One full routing refresh on every node once all have
                     // joined: what libp2p's periodic bootstrap (every 5
                     // minutes) does in a network older than this benchmark.
                     // Early joiners otherwise only know the nodes that were
@@ -716,7 +782,7 @@ mod child {
                     let concurrency = cmd["concurrency"].as_u64().unwrap_or(8).max(1) as usize;
                     stream::iter(handles.iter())
                         .for_each_concurrent(concurrency, |h| async move {
-                            let _ = h.bootstrap().await;
+                            let _ = h.refresh_routing().await;
                         })
                         .await;
                     let mut tables = Vec::with_capacity(handles.len());
@@ -826,6 +892,33 @@ mod child {
                     )
                     .await?;
                 }
+                Some("kill") => {
+                    let keep: HashSet<String> = cmd["keep"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|p| p.as_str().map(str::to_owned))
+                        .collect();
+                    let percent = cmd["percent"].as_u64().unwrap_or(0) as usize;
+                    let mut candidates: Vec<usize> = (0..nodes.len())
+                        .filter(|i| !keep.contains(&nodes[*i].peer_id().to_string()))
+                        .collect();
+                    let want = (nodes.len() * percent / 100).min(candidates.len());
+                    let mut doomed = HashSet::new();
+                    while doomed.len() < want {
+                        doomed.insert(candidates.swap_remove(rng.below(candidates.len())));
+                    }
+                    let (dead, alive): (Vec<_>, Vec<_>) = std::mem::take(&mut nodes)
+                        .into_iter()
+                        .enumerate()
+                        .partition(|(i, _)| doomed.contains(i));
+                    nodes = alive.into_iter().map(|(_, n)| n).collect();
+                    handles = nodes.iter().map(|n| n.handle().clone()).collect();
+                    // At once: every shutdown runs concurrently.
+                    futures::future::join_all(dead.into_iter().map(|(_, n)| n.shutdown())).await;
+                    say(&mut out, json!({"event": "killed", "killed": want})).await?;
+                }
                 Some("stop") => break,
                 _ => {
                     say(
@@ -878,12 +971,13 @@ mod child {
             if last_report.elapsed() >= Duration::from_secs(10) {
                 let now_ticks = cpu_ticks();
                 eprintln!(
-                    "join {:.0}s: {} of {} nodes below {want} routing-table entries; {:.0}% of a core; {} connections opened so far",
+                    "join {:.0}s: {} of {} nodes below {want} routing-table entries; {:.0}% of a core; {} connections opened and {} routing requests sent so far",
                     t0.elapsed().as_secs_f64(),
                     low.len(),
                     handles.len(),
                     (now_ticks - ticks) as f64 / last_report.elapsed().as_secs_f64(),
                     connections_opened(handles).await,
+                    routing_requests(handles).await,
                 );
                 last_report = Instant::now();
                 ticks = now_ticks;
@@ -922,8 +1016,16 @@ mod child {
     }
 
     async fn connections_opened(handles: &[NetHandle]) -> u64 {
+        sum_status(handles, |s| s.connections_opened).await
+    }
+
+    async fn routing_requests(handles: &[NetHandle]) -> u64 {
+        sum_status(handles, |s| s.routing_requests).await
+    }
+
+    async fn sum_status(handles: &[NetHandle], field: fn(&NetStatus) -> u64) -> u64 {
         stream::iter(handles)
-            .map(|h| async move { h.status().await.map_or(0, |s| s.connections_opened) })
+            .map(|h| async move { h.status().await.map_or(0, |s| field(&s)) })
             .buffer_unordered(64)
             .fold(0, |n, c| async move { n + c })
             .await

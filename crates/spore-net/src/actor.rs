@@ -71,8 +71,30 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const MAX_PROVIDE_RETRY: Duration = Duration::from_secs(30 * 60);
 /// Announcements waiting for another try; more are left to the republish.
 const MAX_REANNOUNCE: usize = 4096;
+/// How often the whole routing table is refreshed (libp2p's own default for
+/// its periodic bootstrap, which spore runs itself: see [`Bootstrap`]).
+const ROUTING_REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 
 type Reply<T> = oneshot::Sender<T>;
+
+/// How much of the routing table a Kademlia bootstrap fills.
+///
+/// libp2p-kad's bootstrap looks up our own id, then one random id in every
+/// bucket farther than our closest neighbour's: ~190 requests and ~160 new
+/// connections per node in a 500-node join, where the lookup of our own id
+/// alone sends ~20 and finds lookups just as well (`dht_sim`). libp2p-kad
+/// 0.49 also starts a full bootstrap by itself whenever a peer enters a
+/// routing table of fewer than 20 entries, and its switch for that is not
+/// public, so the actor cuts every bootstrap it did not start as a
+/// [`Bootstrap::Refresh`] after its first step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bootstrap {
+    /// Our own id only: finds our neighbourhood (joining, a small table).
+    Join,
+    /// Our own id, then every farther bucket: run every
+    /// [`ROUTING_REFRESH_EVERY`], as libp2p's periodic bootstrap would.
+    Refresh,
+}
 
 /// What a `NetHandle` can ask of the swarm task.
 pub(crate) enum Command {
@@ -126,6 +148,7 @@ pub(crate) enum Command {
         tx: Reply<Result<ProviderLookup, NetError>>,
     },
     Bootstrap {
+        scope: Bootstrap,
         tx: Reply<Result<(), NetError>>,
     },
     PutRecord {
@@ -161,8 +184,12 @@ enum PendingQuery {
         deadline: Instant,
         stats: LookupStats,
     },
+    /// A bootstrap spore started. libp2p-kad starts others by itself (when a
+    /// peer enters a routing table of fewer than 20 entries); those are not
+    /// here and count as [`Bootstrap::Join`].
     Bootstrap {
-        tx: Reply<Result<(), NetError>>,
+        scope: Bootstrap,
+        tx: Option<Reply<Result<(), NetError>>>,
     },
     PutRecord {
         tx: Reply<Result<(), NetError>>,
@@ -223,10 +250,12 @@ struct Actor {
     /// Failed connection attempts by cause (see [`dial_error_cause`]).
     connection_errors: HashMap<&'static str, u64>,
     connections_opened: u64,
+    routing_requests: u64,
     /// Misbehaviour scores; banned peers are blocked in `bans`.
     penalties: Penalties,
     /// Provider announcements that reached no other node, tried again.
     reannounce: Reannounce,
+    next_routing_refresh: Instant,
 }
 
 /// Copies Kademlia's request counters into our lookup statistics.
@@ -410,12 +439,14 @@ pub(crate) fn start(
         lan: LanDialer::default(),
         connection_errors: HashMap::new(),
         connections_opened: 0,
+        routing_requests: 0,
         penalties: Penalties::new(PenaltyPolicy::default()),
         reannounce: Reannounce::new(
             Duration::from_secs(provide_retry_secs.max(1)),
             MAX_PROVIDE_RETRY,
             MAX_REANNOUNCE,
         ),
+        next_routing_refresh: Instant::now() + ROUTING_REFRESH_EVERY,
     };
     let task = tokio::spawn(actor.run());
     Ok(Started {
@@ -491,6 +522,20 @@ impl Actor {
         }
     }
 
+    fn bootstrap(&mut self, scope: Bootstrap, tx: Option<Reply<Result<(), NetError>>>) {
+        match self.swarm.behaviour_mut().kad.bootstrap() {
+            Ok(id) => {
+                self.queries
+                    .insert(id, PendingQuery::Bootstrap { scope, tx });
+            }
+            Err(_) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(Err(NetError::NoKnownPeers));
+                }
+            }
+        }
+    }
+
     fn dial_known(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         if peer == *self.swarm.local_peer_id() {
             return;
@@ -548,6 +593,10 @@ impl Actor {
             self.rendezvous_refresh();
         }
         self.dial_lan_peers();
+        if now >= self.next_routing_refresh {
+            self.next_routing_refresh = now + ROUTING_REFRESH_EVERY;
+            self.bootstrap(Bootstrap::Refresh, None);
+        }
         for hash in self.reannounce.take_due(now) {
             self.announce(hash, None);
         }
@@ -748,14 +797,7 @@ impl Actor {
                     },
                 );
             }
-            Command::Bootstrap { tx } => match self.swarm.behaviour_mut().kad.bootstrap() {
-                Ok(id) => {
-                    self.queries.insert(id, PendingQuery::Bootstrap { tx });
-                }
-                Err(_) => {
-                    let _ = tx.send(Err(NetError::NoKnownPeers));
-                }
-            },
+            Command::Bootstrap { scope, tx } => self.bootstrap(scope, Some(tx)),
         }
     }
 
@@ -844,6 +886,7 @@ impl Actor {
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
             connections_opened: self.connections_opened,
+            routing_requests: self.routing_requests,
             malformed_messages: self.penalties.offences(),
             penalised_peers: self.penalties.tracked(),
             banned_peers: self.penalties.banned(Instant::now()),
@@ -1147,8 +1190,8 @@ impl Actor {
         }
         if !self.bootstrapped && self.bootstrap_peers.contains(&peer) {
             self.bootstrapped = true;
-            // The first known peer is up: fill the routing table.
-            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+            // The first known peer is up: find our neighbourhood.
+            self.bootstrap(Bootstrap::Join, None);
         }
         if num_established == 1 && self.rendezvous_points.iter().any(|(p, _)| *p == peer) {
             self.rendezvous_with(peer);
@@ -1576,8 +1619,21 @@ impl Actor {
                 }
             }
             QueryResult::Bootstrap(r) => {
+                self.routing_requests += u64::from(stats.num_requests());
+                let scope = match self.queries.get(&id) {
+                    Some(PendingQuery::Bootstrap { scope, .. }) => *scope,
+                    _ => Bootstrap::Join,
+                };
+                if !step.last && scope == Bootstrap::Join {
+                    // libp2p-kad has already queued the next bucket's lookup
+                    // under this id, unsent: it ends before it asks anyone.
+                    if let Some(mut next) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        next.finish();
+                    }
+                }
                 if step.last
-                    && let Some(PendingQuery::Bootstrap { tx }) = self.queries.remove(&id)
+                    && let Some(PendingQuery::Bootstrap { tx, .. }) = self.queries.remove(&id)
+                    && let Some(tx) = tx
                 {
                     let _ = tx.send(r.map(|_| ()).map_err(|e| NetError::Query(e.to_string())));
                 }

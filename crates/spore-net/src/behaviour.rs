@@ -97,7 +97,8 @@ fn behaviour(
                 .map(Duration::from_secs),
         )
         .set_provider_record_ttl(cfg.provider_record_ttl_secs.map(Duration::from_secs))
-        .set_periodic_bootstrap_interval(Some(Duration::from_secs(5 * 60)));
+        // The actor refreshes the routing table itself (`actor::Bootstrap`).
+        .set_periodic_bootstrap_interval(None);
     let store = ProviderStore::new(
         peer_id,
         Limits {

@@ -17,7 +17,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    actor::{self, Command},
+    actor::{self, Bootstrap, Command},
     behaviour::BuildError,
     config::NetConfig,
     hint,
@@ -279,11 +279,27 @@ impl NetHandle {
         .await?
     }
 
-    /// Runs a Kademlia bootstrap (a lookup of our own id, then refreshes) and
-    /// waits for it to finish.
+    /// Looks up our own id in the DHT, which fills the routing table with
+    /// our neighbourhood, and waits for it to finish: what a node joining
+    /// the network needs. The node also does this by itself when its first
+    /// bootstrap peer connects.
     pub async fn bootstrap(&self) -> Result<(), NetError> {
-        self.ask(COMMAND_TIMEOUT * 2, |tx| Command::Bootstrap { tx })
-            .await?
+        self.ask(COMMAND_TIMEOUT * 2, |tx| Command::Bootstrap {
+            scope: Bootstrap::Join,
+            tx,
+        })
+        .await?
+    }
+
+    /// A full Kademlia bootstrap: our own id, then a random id in every
+    /// bucket farther than our closest neighbour's. The node runs one every
+    /// five minutes; this runs one now and waits for it.
+    pub async fn refresh_routing(&self) -> Result<(), NetError> {
+        self.ask(COMMAND_TIMEOUT * 4, |tx| Command::Bootstrap {
+            scope: Bootstrap::Refresh,
+            tx,
+        })
+        .await?
     }
 
     /// Publishes `payload` under the multi-valued DHT key `key` (which must

@@ -109,6 +109,9 @@ pub struct NetStatus {
     /// Connections established since start, both directions (with
     /// `connections`, how much a node churns its connections).
     pub connections_opened: u64,
+    /// Kademlia requests sent since start to join and to refresh the
+    /// routing table (bootstraps), as opposed to lookups for content.
+    pub routing_requests: u64,
     /// Malformed or oversized protocol messages received since start.
     pub malformed_messages: u64,
     /// Peers with a misbehaviour score (see `penalty.rs`).

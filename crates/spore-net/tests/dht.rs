@@ -127,3 +127,53 @@ async fn an_announcement_made_alone_reaches_peers_that_come_later() {
     )
     .await;
 }
+
+/// Joining asks for our own neighbourhood only; the refresh of every bucket
+/// is left to the periodic routing refresh. libp2p-kad would otherwise run
+/// the full refresh on every join, and again whenever a peer enters a small
+/// routing table: in a 500-node join that was ~160 connections per node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_looks_up_its_neighbourhood_and_a_refresh_every_bucket() {
+    common::init_tracing();
+    let boot = start(NetConfig::for_tests()).await;
+    let boot_addr = tcp_addr(&boot).await;
+    let cfg = || NetConfig {
+        bootstrap: vec![boot_addr.clone()],
+        ..NetConfig::for_tests()
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..NODES {
+        nodes.push(start(cfg()).await);
+    }
+    for n in &nodes {
+        n.handle().bootstrap().await.expect("join");
+    }
+
+    let newcomer = start(cfg()).await;
+    let h = newcomer.handle().clone();
+    h.bootstrap().await.expect("join");
+    // The join that started by itself when the bootstrap node connected,
+    // and any libp2p-kad started while the table was small, are over.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = h.status().await.expect("status");
+    let joined = status.routing_requests;
+    assert!(
+        status.routing_table_size >= 8,
+        "the join filled the table: {status:?}"
+    );
+    h.refresh_routing().await.expect("refresh");
+    let refreshed = h.status().await.expect("status").routing_requests - joined;
+    eprintln!("routing requests: {joined} to join, {refreshed} to refresh");
+    assert!(joined > 0, "the join asked nobody");
+    // Measured: ~65 requests to join (the automatic join, ours, and those
+    // libp2p-kad starts while the table is small) against ~115 for one
+    // refresh; with every join a full refresh, joining took ~450.
+    assert!(
+        joined < refreshed,
+        "a join ({joined} requests) should cost less than one full refresh ({refreshed})"
+    );
+
+    newcomer.shutdown().await;
+    join_all(nodes.into_iter().map(|n| n.shutdown())).await;
+    boot.shutdown().await;
+}
