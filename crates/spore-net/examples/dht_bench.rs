@@ -9,10 +9,10 @@
 //! once, and the lookups run again from the survivors, right away: how much
 //! content is still found before any routing table is repaired.
 //!
-//! With `--refresh`, every node runs one Kademlia bootstrap after the join,
-//! as libp2p's periodic bootstrap does every 5 minutes (on the loaded 2-core
-//! machine this phase did not finish within 400 s at 500 nodes, so it is
-//! off by default). For each failed lookup
+//! With `--refresh`, every node runs one full routing refresh after the
+//! join (`NetHandle::refresh_routing`), as every node does every 5 minutes
+//! (with the old, full join, this phase did not finish within 400 s at 500
+//! nodes on the loaded 2-core machine, so it is off by default). For each failed lookup
 //! the benchmark records how it ended and how close it got to the nodes
 //! holding the provider record, and prints a breakdown.
 //!
