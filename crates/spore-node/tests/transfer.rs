@@ -750,6 +750,45 @@ async fn a_request_cancelled_while_encoded_ahead_sends_nothing() {
     seed.node.shutdown().await;
 }
 
+/// A downloader alone with a super-seeding seed is told a window of pieces
+/// once it is interested, and everything after its lone grace, though it
+/// sends nothing more: the seed's session runs the blob's clock by itself
+/// (a timer at the grace's end, ~0.2 s here; without it the next tick of
+/// the session told it, ~1 s), not only when the peer speaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_peer_is_told_everything_when_its_grace_ends_unprompted() {
+    let seed = start(fast()).await;
+    // 512 groups: over super-seeding's 256-group floor.
+    let content = data(8 * MIB, 23);
+    let hash = seed_with(&seed, &content).await;
+    let (seed_id, seed_addrs) = provider(&seed).await;
+    let cancel = CancellationToken::new();
+    let downloader = NetNode::start(NetConfig::for_tests(), cancel.child_token())
+        .await
+        .unwrap();
+    downloader
+        .handle()
+        .dial_peer(seed_id, seed_addrs)
+        .await
+        .unwrap();
+    let mut raw = RawSession::open(&downloader, seed_id).await;
+    raw.send(&[raw_hello(hash), Message::Interested]).await;
+    let started = std::time::Instant::now();
+    let mut windows = 0;
+    loop {
+        match raw.next().await {
+            Message::HaveAll { .. } => break,
+            Message::Have(_) | Message::HaveRanges { .. } => windows += 1,
+            _ => {}
+        }
+    }
+    eprintln!("told everything {:?} after Interested", started.elapsed());
+    assert!(windows > 0, "told everything at once, never a window");
+    cancel.cancel();
+    downloader.shutdown().await;
+    seed.node.shutdown().await;
+}
+
 /// Both halves of a raw `/spore/blob/1` stream, with its frame decoder.
 struct RawSession {
     r: futures::io::ReadHalf<spore_net::Stream>,
