@@ -30,10 +30,16 @@ pub(crate) struct Args {
     /// Tools to leave out (repeatable): libtorrent, aria2, kubo.
     #[arg(long)]
     skip: Vec<String>,
+    /// Every tool runs once per round; the order rotates from round to
+    /// round, so no tool always runs first (after the file's generation)
+    /// or always after another tool's write-back. Medians are compared.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
-/// One tool's measurement: seconds for the whole file.
-type Measure<'a> = Box<dyn Fn() -> Result<f64> + 'a>;
+/// One tool's measurement in a fresh working directory: seconds for the
+/// whole file.
+type Measure<'a> = Box<dyn Fn(&Path) -> Result<f64> + 'a>;
 /// The peers a tracker has seen, in compact form (IPv4 address, port).
 type Peers = Arc<Mutex<Vec<[u8; 6]>>>;
 
@@ -48,60 +54,103 @@ pub(crate) fn run(args: Args) -> Result<()> {
         Some(p) => p,
         None => default_python()?,
     };
-    let mut results: Vec<(&str, Result<f64>)> = Vec::new();
     let mut tools: Vec<(&str, Measure<'_>)> = vec![
         (
             "spore",
-            Box::new(|| crate::transfer::measure(&file, &dir.join("spore"))),
+            Box::new(|work: &Path| crate::transfer::measure(&file, &work.join("spore"))),
         ),
-        ("libtorrent", Box::new(|| libtorrent(&python, &file, dir))),
-        ("aria2", Box::new(|| aria2(&file, dir))),
-        ("kubo", Box::new(|| kubo(&python, &file, dir))),
+        (
+            "libtorrent",
+            Box::new(|work: &Path| libtorrent(&python, &file, work)),
+        ),
+        ("aria2", Box::new(|work: &Path| aria2(&file, work))),
+        ("kubo", Box::new(|work: &Path| kubo(&python, &file, work))),
     ];
     tools.retain(|(name, _)| !args.skip.iter().any(|s| s == name));
+    // Seconds of every run, per tool (in `tools` order), and the failures.
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    let mut failures: Vec<Vec<String>> = vec![Vec::new(); tools.len()];
     // the first tool must not compete with the write-back of the file
     let _ = Command::new("sync").status();
-    for (name, measure) in &tools {
-        eprintln!("running {name}…");
-        let r = measure();
-        if let Err(e) = &r {
-            eprintln!("  {name} failed: {e:#}");
+    let rounds = args.rounds.max(1);
+    for round in 0..rounds {
+        for k in 0..tools.len() {
+            let t = (round + k) % tools.len();
+            let (name, measure) = &tools[t];
+            eprintln!("round {}/{rounds}: running {name}…", round + 1);
+            // Nothing of an earlier run (a store, a resume file) is reused.
+            let work = dir.join(format!("round-{round}-{name}"));
+            std::fs::create_dir_all(&work)?;
+            match measure(&work) {
+                Ok(secs) => runs[t].push(secs),
+                Err(e) => {
+                    eprintln!("  {name} failed: {e:#}");
+                    failures[t].push(format!("{e:#}"));
+                }
+            }
+            std::fs::remove_dir_all(&work)
+                .with_context(|| format!("removing {}", work.display()))?;
+            // the next tool starts on a quiet page cache for its output
+            let _ = Command::new("sync").status();
         }
-        results.push((name, r));
-        // the next tool starts on a quiet page cache for its output
-        let _ = Command::new("sync").status();
     }
     let mib = args.size_mib as f64;
     println!(
-        "1→1 on loopback, {} MiB, verified and written to disk:",
+        "1→1 on loopback, {} MiB, verified and written to disk, {rounds} round(s):",
         args.size_mib
     );
-    println!("| tool | seconds | MiB/s |");
-    println!("|---|---|---|");
-    for (name, r) in &results {
-        match r {
-            Ok(secs) => println!("| {name} | {secs:.2} | {:.0} |", mib / secs),
-            Err(e) => println!("| {name} | failed: {e} | |"),
+    println!("| tool | median seconds | median MiB/s | best MiB/s | every run (s) |");
+    println!("|---|---|---|---|---|");
+    let mut medians: Vec<Option<f64>> = Vec::new();
+    for (t, (name, _)) in tools.iter().enumerate() {
+        let mut secs = runs[t].clone();
+        let median = median(&mut secs);
+        medians.push(median);
+        let every: Vec<String> = runs[t]
+            .iter()
+            .map(|s| format!("{s:.2}"))
+            .chain(failures[t].iter().map(|e| format!("failed: {e}")))
+            .collect();
+        match median {
+            Some(m) => println!(
+                "| {name} | {m:.2} | {:.0} | {:.0} | {} |",
+                mib / m,
+                mib / secs[0],
+                every.join(", ")
+            ),
+            None => println!("| {name} | failed | | | {} |", every.join(", ")),
         }
     }
-    let spore = results
+    let spore = tools
         .iter()
-        .find(|(n, _)| *n == "spore")
-        .and_then(|(_, r)| r.as_ref().ok().copied());
-    let best = results
+        .position(|(n, _)| *n == "spore")
+        .and_then(|t| medians[t]);
+    let best = tools
         .iter()
-        .filter(|(n, _)| *n != "spore")
-        .filter_map(|(n, r)| r.as_ref().ok().map(|s| (*n, *s)))
+        .zip(&medians)
+        .filter(|((n, _), _)| *n != "spore")
+        .filter_map(|((n, _), m)| m.map(|m| (*n, m)))
         .min_by(|a, b| a.1.total_cmp(&b.1));
     if let (Some(spore), Some((name, secs))) = (spore, best) {
         println!(
-            "spore: {:.0} MiB/s (target >= 800), {:.2}× the best reference tool ({name}, {:.0} MiB/s; target >= 2×)",
+            "spore: {:.0} MiB/s (target >= 800), {:.2}× the best reference tool ({name}, {:.0} MiB/s; target >= 2×), medians of {rounds} round(s)",
             mib / spore,
             secs / spore,
             mib / secs
         );
     }
     Ok(())
+}
+
+/// The median of `secs` (sorted in place: `secs[0]` is then the best).
+fn median(secs: &mut [f64]) -> Option<f64> {
+    secs.sort_by(f64::total_cmp);
+    let n = secs.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(secs[n / 2]),
+        _ => Some((secs[n / 2 - 1] + secs[n / 2]) / 2.0),
+    }
 }
 
 fn default_python() -> Result<PathBuf> {
