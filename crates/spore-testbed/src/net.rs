@@ -101,18 +101,53 @@ impl Host {
 
     /// Bytes sent and received on the host's veth: (up, down).
     pub fn counters(&self) -> Result<(u64, u64)> {
+        let c = self.link_counters()?;
+        Ok((c.up_bytes, c.down_bytes))
+    }
+
+    /// Bytes and packets sent and received on the host's veth.
+    pub fn link_counters(&self) -> Result<LinkCounters> {
         read_counters(self.relay.id(), "eth0")
     }
 }
 
-/// `(tx_bytes, rx_bytes)` of an interface, as seen from `pid`'s namespace.
-pub fn read_counters(pid: u32, iface: &str) -> Result<(u64, u64)> {
+/// Headers of one packet on a host's link: Ethernet (14), IPv4 (20) and TCP
+/// with the timestamp option Linux sends by default (32).
+pub const PACKET_HEADERS: u64 = 66;
+
+/// An interface's counters, from `/proc/net/dev`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub up_bytes: u64,
+    pub up_packets: u64,
+    pub down_bytes: u64,
+    pub down_packets: u64,
+}
+
+impl LinkCounters {
+    /// What the host's transport carried up: the interface's bytes less
+    /// [`PACKET_HEADERS`] for every packet (an ACK counts zero). This is what
+    /// a client's "uploaded" means, and it does not depend on the MTU.
+    pub fn up_payload(&self) -> u64 {
+        self.up_bytes
+            .saturating_sub(self.up_packets.saturating_mul(PACKET_HEADERS))
+    }
+
+    /// What the host's transport carried down (see [`Self::up_payload`]).
+    pub fn down_payload(&self) -> u64 {
+        self.down_bytes
+            .saturating_sub(self.down_packets.saturating_mul(PACKET_HEADERS))
+    }
+}
+
+/// An interface's counters, as seen from `pid`'s namespace.
+pub fn read_counters(pid: u32, iface: &str) -> Result<LinkCounters> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev"))?;
     parse_net_dev(&text, iface).with_context(|| format!("no {iface} in /proc/{pid}/net/dev"))
 }
 
-/// `(tx_bytes, rx_bytes)` of `iface` in the text of `/proc/net/dev`.
-pub fn parse_net_dev(text: &str, iface: &str) -> Option<(u64, u64)> {
+/// The counters of `iface` in the text of `/proc/net/dev`.
+pub fn parse_net_dev(text: &str, iface: &str) -> Option<LinkCounters> {
     for line in text.lines().skip(2) {
         let (name, rest) = line.split_once(':')?;
         if name.trim() == iface {
@@ -120,8 +155,13 @@ pub fn parse_net_dev(text: &str, iface: &str) -> Option<(u64, u64)> {
                 .split_whitespace()
                 .filter_map(|x| x.parse().ok())
                 .collect();
-            if f.len() >= 9 {
-                return Some((f[8], f[0]));
+            if f.len() >= 10 {
+                return Some(LinkCounters {
+                    down_bytes: f[0],
+                    down_packets: f[1],
+                    up_bytes: f[8],
+                    up_packets: f[9],
+                });
             }
         }
     }
@@ -501,8 +541,12 @@ mod tests {
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
  lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n  \
  eth0: 123456     100    0    0    0     0          0         0   654321     200    0    0    0     0       0          0\n";
-        assert_eq!(parse_net_dev(text, "eth0"), Some((654321, 123456)));
-        assert_eq!(parse_net_dev(text, "lo"), Some((0, 0)));
+        let eth0 = parse_net_dev(text, "eth0").unwrap();
+        assert_eq!((eth0.up_bytes, eth0.up_packets), (654321, 200));
+        assert_eq!((eth0.down_bytes, eth0.down_packets), (123456, 100));
+        assert_eq!(eth0.up_payload(), 654321 - 200 * PACKET_HEADERS);
+        assert_eq!(eth0.down_payload(), 123456 - 100 * PACKET_HEADERS);
+        assert_eq!(parse_net_dev(text, "lo"), Some(LinkCounters::default()));
         assert_eq!(parse_net_dev(text, "spt0"), None);
     }
 

@@ -485,14 +485,6 @@ impl Run<'_> {
         }
     }
 
-    fn last_counters(&self, host: usize) -> (u64, u64) {
-        self.samples
-            .iter()
-            .rev()
-            .find(|s| s.host == host)
-            .map_or((0, 0), |s| (s.up_bytes, s.down_bytes))
-    }
-
     fn execute(&mut self) -> Result<()> {
         let mut pending: Vec<(usize, bool)> =
             (0..self.plan.events.len()).map(|i| (i, false)).collect();
@@ -507,22 +499,36 @@ impl Run<'_> {
                 if entry.1 {
                     continue;
                 }
-                let ev = &self.plan.events[entry.0];
-                let due = match &ev.trigger {
-                    Trigger::At(at) => now >= *at,
+                let due = match self.plan.events[entry.0].trigger.clone() {
+                    Trigger::At(at) => now >= at,
                     Trigger::When {
                         host,
                         uploaded_bytes,
                         downloaded_bytes,
                     } => {
-                        let (up, down) = self.last_counters(*host);
-                        uploaded_bytes.is_some_and(|b| up >= b)
-                            || downloaded_bytes.is_some_and(|b| down >= b)
+                        // fresh counters on every pass (20 ms), not the last
+                        // sample (500 ms): at 50 Mbit/s a sample's age is up
+                        // to 3 MB more upload than the scenario asks for
+                        let c = self.bed.hosts[host].link_counters().unwrap_or_default();
+                        let due = uploaded_bytes.is_some_and(|b| c.up_payload() >= b)
+                            || downloaded_bytes.is_some_and(|b| c.down_payload() >= b);
+                        if due {
+                            let what = format!(
+                                "{}: {} MB up, {} MB down (transport payload; {} and {} MB on the link)",
+                                self.bed.hosts[host].name,
+                                mb(c.up_payload()),
+                                mb(c.down_payload()),
+                                mb(c.up_bytes),
+                                mb(c.down_bytes)
+                            );
+                            self.log(what);
+                        }
+                        due
                     }
                 };
                 if due {
                     entry.1 = true;
-                    let ev = ev.clone();
+                    let ev = self.plan.events[entry.0].clone();
                     for h in &ev.hosts {
                         self.apply(*h, &ev.action)?;
                     }
@@ -678,6 +684,10 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepor
         let _ = std::fs::remove_dir_all(&opts.work);
     }
     Ok(report)
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.2}", bytes as f64 / 1e6)
 }
 
 #[cfg(test)]

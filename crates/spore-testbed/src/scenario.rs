@@ -34,8 +34,9 @@
 //! ```
 //!
 //! An event fires at `at_s` seconds, at a random time in `at_random_s = [lo, hi]`
-//! (one draw per host, from the scenario's seed), or `when` a host's counters
-//! pass a fraction of the file: `when = { host = "seed", uploaded = 1.1 }` or
+//! (one draw per host, from the scenario's seed), or `when` what a host's
+//! transport sent or received (its link's bytes less each packet's headers,
+//! checked every 20 ms) passes a multiple of the file size: `when = { host = "seed", uploaded = 1.1 }` or
 //! `when = { host = "dl", downloaded = 0.5 }`. `fraction = 0.3` picks that share
 //! of the matched hosts at random (seeded). Actions: `start` (`lie = true`
 //! starts the node with the test-only `--debug-lie-uploads`: it corrupts
@@ -163,9 +164,11 @@ pub struct Event {
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     pub host: String,
-    /// Bytes sent by the host, as a multiple of the file size.
+    /// Bytes the host's transport sent (its link's bytes less each
+    /// packet's headers, `net::LinkCounters::up_payload`), as a multiple of
+    /// the file size.
     pub uploaded: Option<f64>,
-    /// Bytes received by the host, as a multiple of the file size.
+    /// Bytes the host's transport received, as a multiple of the file size.
     pub downloaded: Option<f64>,
 }
 
