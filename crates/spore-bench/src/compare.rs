@@ -32,7 +32,8 @@ pub(crate) struct Args {
     skip: Vec<String>,
     /// Every tool runs once per round; the order rotates from round to
     /// round, so no tool always runs first (after the file's generation)
-    /// or always after another tool's write-back. Medians are compared.
+    /// or always after another tool's write-back. Medians are compared
+    /// (of an even count, the slower middle run).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
 }
@@ -104,7 +105,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let mut medians: Vec<Option<f64>> = Vec::new();
     for (t, (name, _)) in tools.iter().enumerate() {
         let mut secs = runs[t].clone();
-        let median = median(&mut secs);
+        // sorted by `percentile`: `secs[0]` is then the best run
+        let median = crate::percentile(&mut secs, 0.5);
         medians.push(median);
         let every: Vec<String> = runs[t]
             .iter()
@@ -140,17 +142,6 @@ pub(crate) fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The median of `secs` (sorted in place: `secs[0]` is then the best).
-fn median(secs: &mut [f64]) -> Option<f64> {
-    secs.sort_by(f64::total_cmp);
-    let n = secs.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(secs[n / 2]),
-        _ => Some((secs[n / 2 - 1] + secs[n / 2]) / 2.0),
-    }
 }
 
 fn default_python() -> Result<PathBuf> {

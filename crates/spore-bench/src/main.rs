@@ -68,3 +68,11 @@ fn main() -> anyhow::Result<()> {
         Bench::Footprint(args) => footprint::run(args),
     }
 }
+
+/// The value at fraction `p` (0 to 1) of `values`, which it sorts in place
+/// (nearest rank); `None` when there are none.
+pub(crate) fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let i = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values.get(i).copied()
+}

@@ -78,12 +78,6 @@ fn timed_range(url: &str, start: u64, len: u64) -> Result<(f64, f64)> {
     Ok((first.unwrap_or_default(), t0.elapsed().as_secs_f64()))
 }
 
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let i = ((values.len() as f64 - 1.0) * p).round() as usize;
-    values.get(i).copied().unwrap_or(f64::NAN)
-}
-
 pub(crate) fn run(args: Args) -> Result<()> {
     let scratch = crate::scratch_dir(args.dir.as_deref())?;
     let size = args.size_mib << 20;
@@ -136,8 +130,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
     runtime.block_on(seed.shutdown());
     let runs = args.runs;
     let line = |name: &str, v: &mut Vec<f64>| {
-        let p50 = percentile(v, 0.5);
-        let p95 = percentile(v, 0.95);
+        let p50 = crate::percentile(v, 0.5).unwrap_or(f64::NAN);
+        let p95 = crate::percentile(v, 0.95).unwrap_or(f64::NAN);
         println!("{name:<34} p50 {p50:>6.3} s   p95 {p95:>6.3} s   ({runs} runs)");
     };
     let limit = match args.seed_mib_per_s {

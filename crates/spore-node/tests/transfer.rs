@@ -542,18 +542,9 @@ async fn a_stream_flood_from_one_peer_is_capped_and_others_still_download() {
     .await;
     let content = data(4 * MIB, 9);
     let hash = seed_with(&seed, &content).await;
-    let (seed_id, seed_addrs) = provider(&seed).await;
 
     // A bare peer opens 12 sessions, one after the other, and keeps them.
-    let cancel = CancellationToken::new();
-    let flooder = NetNode::start(NetConfig::for_tests(), cancel.child_token())
-        .await
-        .unwrap();
-    flooder
-        .handle()
-        .dial_peer(seed_id, seed_addrs)
-        .await
-        .unwrap();
+    let (cancel, flooder, seed_id) = bare_peer_of(&seed).await;
     let mut held = Vec::new();
     let (mut accepted, mut refused) = (0, 0);
     for _ in 0..12 {
@@ -650,16 +641,7 @@ async fn a_request_cancelled_while_encoded_ahead_sends_nothing() {
     let seed = start(fast()).await;
     let content = data(8 * MIB, 17);
     let hash = seed_with(&seed, &content).await;
-    let (seed_id, seed_addrs) = provider(&seed).await;
-    let cancel = CancellationToken::new();
-    let downloader = NetNode::start(NetConfig::for_tests(), cancel.child_token())
-        .await
-        .unwrap();
-    downloader
-        .handle()
-        .dial_peer(seed_id, seed_addrs)
-        .await
-        .unwrap();
+    let (cancel, downloader, seed_id) = bare_peer_of(&seed).await;
     let mut raw = RawSession::open(&downloader, seed_id).await;
     raw.send(&[raw_hello(hash), Message::Interested]).await;
     while !matches!(raw.next().await, Message::Unchoke) {}
@@ -761,16 +743,7 @@ async fn a_lone_peer_is_told_everything_when_its_grace_ends_unprompted() {
     // 512 groups: over super-seeding's 256-group floor.
     let content = data(8 * MIB, 23);
     let hash = seed_with(&seed, &content).await;
-    let (seed_id, seed_addrs) = provider(&seed).await;
-    let cancel = CancellationToken::new();
-    let downloader = NetNode::start(NetConfig::for_tests(), cancel.child_token())
-        .await
-        .unwrap();
-    downloader
-        .handle()
-        .dial_peer(seed_id, seed_addrs)
-        .await
-        .unwrap();
+    let (cancel, downloader, seed_id) = bare_peer_of(&seed).await;
     let mut raw = RawSession::open(&downloader, seed_id).await;
     raw.send(&[raw_hello(hash), Message::Interested]).await;
     let started = std::time::Instant::now();
@@ -787,6 +760,18 @@ async fn a_lone_peer_is_told_everything_when_its_grace_ends_unprompted() {
     cancel.cancel();
     downloader.shutdown().await;
     seed.node.shutdown().await;
+}
+
+/// A bare libp2p peer (no store, no transfer engine) connected to `seed`:
+/// its cancel token, the peer, and the seed's id.
+async fn bare_peer_of(seed: &TestNode) -> (CancellationToken, NetNode, PeerId) {
+    let (seed_id, seed_addrs) = provider(seed).await;
+    let cancel = CancellationToken::new();
+    let peer = NetNode::start(NetConfig::for_tests(), cancel.child_token())
+        .await
+        .unwrap();
+    peer.handle().dial_peer(seed_id, seed_addrs).await.unwrap();
+    (cancel, peer, seed_id)
 }
 
 /// Both halves of a raw `/spore/blob/1` stream, with its frame decoder.
