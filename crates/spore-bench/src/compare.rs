@@ -48,13 +48,16 @@ const LIBTORRENT: &str = include_str!("compare/bench_libtorrent.py");
 const KUBO: &str = include_str!("compare/bench_kubo.py");
 
 pub(crate) fn run(args: Args) -> Result<()> {
+    let skipped = |tool: &str| args.skip.iter().any(|s| s == tool);
+    let python = match args.python.clone() {
+        Some(p) => p,
+        None if !(skipped("libtorrent") && skipped("kubo")) => default_python()?,
+        // Neither Python tool runs: nothing will use it.
+        None => PathBuf::new(),
+    };
     let scratch = crate::scratch_dir(args.dir.as_deref())?;
     let dir = scratch.path();
     let file = crate::import::generate(&dir.join("blob.bin"), args.size_mib << 20)?;
-    let python = match args.python.clone() {
-        Some(p) => p,
-        None => default_python()?,
-    };
     let mut tools: Vec<(&str, Measure<'_>)> = vec![
         (
             "spore",
@@ -67,7 +70,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         ("aria2", Box::new(|work: &Path| aria2(&file, work))),
         ("kubo", Box::new(|work: &Path| kubo(&python, &file, work))),
     ];
-    tools.retain(|(name, _)| !args.skip.iter().any(|s| s == name));
+    tools.retain(|(name, _)| !skipped(name));
     // Seconds of every run, per tool (in `tools` order), and the failures.
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
     let mut failures: Vec<Vec<String>> = vec![Vec::new(); tools.len()];
