@@ -211,7 +211,8 @@ pub fn run_aria2(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepo
         if Instant::now() >= next_sample {
             next_sample += Duration::from_millis(500);
             for (i, host) in bed.hosts.iter().enumerate() {
-                let (up, down) = host.counters().unwrap_or((0, 0));
+                let c = host.link_counters().unwrap_or_default();
+                let (up, down) = (c.up_bytes, c.down_bytes);
                 let cpu = children[i]
                     .as_ref()
                     .and_then(|c| proc_usage(c.id()))

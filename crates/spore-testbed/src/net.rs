@@ -99,12 +99,6 @@ impl Host {
         self.relay.id()
     }
 
-    /// Bytes sent and received on the host's veth: (up, down).
-    pub fn counters(&self) -> Result<(u64, u64)> {
-        let c = self.link_counters()?;
-        Ok((c.up_bytes, c.down_bytes))
-    }
-
     /// Bytes and packets sent and received on the host's veth.
     pub fn link_counters(&self) -> Result<LinkCounters> {
         read_counters(self.relay.id(), "eth0")

@@ -468,7 +468,8 @@ impl Run<'_> {
         let t = self.start.elapsed().as_secs_f64();
         for i in 0..self.hosts.len() {
             self.sample_usage(i);
-            let (up, down) = self.bed.hosts[i].counters().unwrap_or((0, 0));
+            let c = self.bed.hosts[i].link_counters().unwrap_or_default();
+            let (up, down) = (c.up_bytes, c.down_bytes);
             let cpu = self.hosts[i].cpu_s_done
                 + self.hosts[i]
                     .node

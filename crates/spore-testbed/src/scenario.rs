@@ -36,7 +36,8 @@
 //! An event fires at `at_s` seconds, at a random time in `at_random_s = [lo, hi]`
 //! (one draw per host, from the scenario's seed), or `when` what a host's
 //! transport sent or received (its link's bytes less each packet's headers,
-//! checked every 20 ms) passes a multiple of the file size: `when = { host = "seed", uploaded = 1.1 }` or
+//! checked every 20 ms) passes a multiple of the file size:
+//! `when = { host = "seed", uploaded = 1.1 }` or
 //! `when = { host = "dl", downloaded = 0.5 }`. `fraction = 0.3` picks that share
 //! of the matched hosts at random (seeded). Actions: `start` (`lie = true`
 //! starts the node with the test-only `--debug-lie-uploads`: it corrupts
