@@ -732,6 +732,66 @@ async fn a_request_cancelled_while_encoded_ahead_sends_nothing() {
     seed.node.shutdown().await;
 }
 
+/// A seed starts the queued request for groups none of its other peers
+/// holds before requests for groups they hold (any of them could send
+/// those), whatever order they were asked in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_groups_nobody_else_holds_is_served_first() {
+    let seed = start(fast()).await;
+    // 128 groups: under super-seeding's floor, so both peers are told all.
+    let content = data(2 * MIB, 29);
+    let size = content.len() as u64;
+    let hash = seed_with(&seed, &content).await;
+    let (cancel, downloader, seed_id) = bare_peer_of(&seed).await;
+
+    // One session says it holds the first half (and waits for the Pong, so
+    // the seed has read that) ...
+    let mut holder = RawSession::open(&downloader, seed_id).await;
+    let mut half = spore_core::Bitfield::new(group_count(size));
+    half.set_range(0..64);
+    let mut greeting = vec![raw_hello(hash)];
+    greeting.extend(wire::have_messages(hash, size, &half));
+    greeting.push(Message::Ping { nonce: 7 });
+    holder.send(&greeting).await;
+    while !matches!(holder.next().await, Message::Pong { nonce: 7 }) {}
+
+    // ... and another asks for two runs of that half, then one of the other.
+    let mut asker = RawSession::open(&downloader, seed_id).await;
+    asker.send(&[raw_hello(hash), Message::Interested]).await;
+    while !matches!(asker.next().await, Message::Unchoke) {}
+    let requests = [(1, 0..8), (2, 8..16), (3, 100..108)];
+    asker
+        .send(
+            &requests
+                .clone()
+                .map(|(id, groups)| Message::Request(wire::Request { id, hash, groups })),
+        )
+        .await;
+    let mut started = Vec::new();
+    let mut ended = 0;
+    while ended < requests.len() {
+        match asker.next().await {
+            Message::Response { id, status } => {
+                assert_eq!(status, Status::Ok);
+                started.push(id);
+            }
+            Message::End { status, .. } => {
+                assert_eq!(status, Status::Ok);
+                ended += 1;
+            }
+            _ => {}
+        }
+    }
+    // Request 1 may have started before the others were read.
+    assert!(
+        started == [3, 1, 2] || started == [1, 3, 2],
+        "served in the order {started:?}"
+    );
+    cancel.cancel();
+    downloader.shutdown().await;
+    seed.node.shutdown().await;
+}
+
 /// A downloader alone with a super-seeding seed is told a window of pieces
 /// once it is interested, and everything after its lone grace, though it
 /// sends nothing more: the seed's session runs the blob's clock by itself

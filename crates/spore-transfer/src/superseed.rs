@@ -35,7 +35,10 @@ use std::{
 
 use spore_core::Bitfield;
 
-use crate::scheduler::{piece_groups_for, rng::Rng};
+use crate::{
+    holders::Holders,
+    scheduler::{piece_groups_for, rng::Rng},
+};
 
 /// Tunables of [`SuperSeed`].
 #[derive(Debug, Clone)]
@@ -94,8 +97,6 @@ struct PeerState {
     /// Pieces it requested from us after being told them (not counting a
     /// peer told everything).
     sent: Bitfield,
-    /// Groups it holds: announced by it, or delivered by us.
-    holds: Bitfield,
     /// It has no request pending at us.
     idle: bool,
     /// Since when it has neither requested nor been told a fresh window.
@@ -113,8 +114,9 @@ pub struct SuperSeed<P> {
     copies: Vec<u32>,
     /// Per piece: peers told it that have not requested it yet.
     promised: Vec<u32>,
-    /// Per group: connected peers that hold it (`max_peers` fits in a u16).
-    holders: Vec<u16>,
+    /// Per group: connected peers that hold it, announced by them or
+    /// delivered by us.
+    holders: Holders<P>,
     /// Per piece: its groups no connected peer holds.
     missing: Vec<u32>,
     /// Groups no connected peer holds. Counted on delivery or announcement,
@@ -134,7 +136,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         let piece_groups = u64::from(piece_groups_for(groups));
         let pieces = groups.div_ceil(piece_groups).max(1);
         let over = groups < config.min_groups;
-        let max_peers = config.max_peers.min(usize::from(u16::MAX));
+        let max_peers = config.max_peers.min(Holders::<P>::MAX_PEERS);
         let missing = (0..pieces)
             .map(|p| {
                 let start = p * piece_groups;
@@ -150,7 +152,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             piece_groups,
             copies: vec![0; pieces as usize],
             promised: vec![0; pieces as usize],
-            holders: vec![0; groups as usize],
+            holders: Holders::new(groups),
             missing,
             unheld: groups,
             over,
@@ -168,6 +170,11 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
     /// Peers followed now.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// What the followed peers hold.
+    pub fn holders(&self) -> &Holders<P> {
+        &self.holders
     }
 
     fn pieces(&self) -> u64 {
@@ -211,11 +218,11 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 size_proof_pending: !all,
                 unrequested: BTreeSet::new(),
                 sent: Bitfield::new(pieces),
-                holds: Bitfield::new(self.groups),
                 idle: false,
                 idle_since: now,
             },
         );
+        self.holders.add_peer(peer.clone());
         if alone {
             self.lone = Some((peer, now));
             return true;
@@ -297,21 +304,10 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 self.copies[p as usize] -= 1;
             }
         }
-        self.release(&state.holds);
-    }
-
-    /// Takes `holds` away from the holder counts.
-    fn release(&mut self, holds: &Bitfield) {
-        for r in holds.ones_ranges() {
-            for g in r {
-                let h = &mut self.holders[g as usize];
-                *h -= 1;
-                if *h == 0 {
-                    self.unheld += 1;
-                    self.missing[(g / self.piece_groups) as usize] += 1;
-                }
-            }
-        }
+        self.holders.remove_peer(peer, |g| {
+            self.unheld += 1;
+            self.missing[(g / self.piece_groups) as usize] += 1;
+        });
     }
 
     /// Whether the peer is idle with us: it has no request pending. The
@@ -369,19 +365,10 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         if groups.is_empty() || groups.end > self.groups {
             return;
         }
-        let Some(state) = self.peers.get_mut(peer) else {
-            return;
-        };
-        for g in groups {
-            if state.holds.set(g) {
-                let h = &mut self.holders[g as usize];
-                if *h == 0 {
-                    self.unheld -= 1;
-                    self.missing[(g / self.piece_groups) as usize] -= 1;
-                }
-                *h += 1;
-            }
-        }
+        self.holders.add(peer, groups, |g| {
+            self.unheld -= 1;
+            self.missing[(g / self.piece_groups) as usize] -= 1;
+        });
         if !self.over && self.unheld == 0 {
             self.over = true;
             for state in self.peers.values_mut() {
@@ -395,11 +382,10 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
 
     /// The peer withdrew what it announced (`DontHave`): it holds nothing.
     pub fn on_dont_have(&mut self, peer: &P) {
-        let Some(state) = self.peers.get_mut(peer) else {
-            return;
-        };
-        let holds = std::mem::replace(&mut state.holds, Bitfield::new(self.groups));
-        self.release(&holds);
+        self.holders.clear(peer, |g| {
+            self.unheld += 1;
+            self.missing[(g / self.piece_groups) as usize] += 1;
+        });
     }
 
     /// Tells a peer alone for `lone_grace` everything, and gives a fresh
@@ -469,7 +455,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             // traded): only the groups nobody holds, so the peer fetches
             // the others from those who have them and the seed's upload
             // goes to groups nobody else can send.
-            for g in (start..end).filter(|&g| self.holders[g as usize] == 0) {
+            for g in (start..end).filter(|&g| self.holders.count(g) == 0) {
                 add(g..g + 1);
             }
         }
@@ -494,7 +480,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             return;
         };
         while !state.all && state.unrequested.len() < window {
-            let Some(p) = self.pick(&state, idle) else {
+            let Some(p) = self.pick(peer, &state, idle) else {
                 break;
             };
             state.told.set(p);
@@ -519,7 +505,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
     /// first copy is on its way: a second copy would slow the first ones
     /// down, and a seed that leaves early (churn) would leave groups never
     /// sent.
-    fn pick(&mut self, peer: &PeerState, idle: bool) -> Option<u64> {
+    fn pick(&mut self, key: &P, peer: &PeerState, idle: bool) -> Option<u64> {
         let n = self.pieces();
         let start = self.rng.below(n);
         let mut fresh: Option<(u32, u64)> = None;
@@ -552,9 +538,9 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 continue;
             }
             let first = p * self.piece_groups;
-            if peer
-                .holds
-                .all_set(first..(first + self.piece_groups).min(self.groups))
+            if self
+                .holders
+                .holds_all(key, first..(first + self.piece_groups).min(self.groups))
             {
                 continue;
             }
@@ -573,16 +559,13 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         let n = self.pieces() as usize;
         let mut copies = vec![0u32; n];
         let mut promised = vec![0u32; n];
-        let mut holders = vec![0u16; self.groups as usize];
+        self.holders.check_invariants();
+        assert_eq!(self.holders.peer_count(), self.peers.len());
+        let holders: Vec<u16> = (0..self.groups).map(|g| self.holders.count(g)).collect();
         for state in self.peers.values() {
             for r in state.sent.ones_ranges() {
                 for p in r {
                     copies[p as usize] += 1;
-                }
-            }
-            for r in state.holds.ones_ranges() {
-                for g in r {
-                    holders[g as usize] += 1;
                 }
             }
             for &p in &state.unrequested {
@@ -595,7 +578,6 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         }
         assert_eq!(copies, self.copies);
         assert_eq!(promised, self.promised);
-        assert_eq!(holders, self.holders);
         let unheld = holders.iter().filter(|&&h| h == 0).count() as u64;
         assert_eq!(unheld, self.unheld);
         for (p, &missing) in self.missing.iter().enumerate() {

@@ -27,6 +27,7 @@
 mod announce;
 mod collection;
 mod fetch;
+mod holders;
 mod lying;
 mod serve;
 mod stream;
@@ -389,6 +390,8 @@ pub(crate) struct Shared {
     pub(crate) serve_sessions: Mutex<HashMap<PeerId, HashMap<u64, ChokeControl>>>,
     pub(crate) uploads: Mutex<UploadStats>,
     pub(crate) super_seeds: Mutex<superseed::SuperSeeds>,
+    /// What the peers of each blob being served hold.
+    pub(crate) holders: Mutex<holders::BlobHolders>,
     /// Complete blobs being re-hashed after a failed read.
     pub(crate) rechecking: Mutex<std::collections::HashSet<Hash>>,
     /// Bytes of chunk groups downloaded and verified (new ones only).
@@ -492,6 +495,7 @@ impl Transfer {
             serve_sessions: Mutex::new(HashMap::new()),
             uploads: Mutex::new(UploadStats::default()),
             super_seeds: Mutex::new(HashMap::new()),
+            holders: Mutex::new(HashMap::new()),
             rechecking: Mutex::new(std::collections::HashSet::new()),
             downloaded: std::sync::atomic::AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),

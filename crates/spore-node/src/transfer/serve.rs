@@ -31,6 +31,7 @@ use tokio::{
 use super::{
     Shared,
     announce::{self, announce_growth},
+    holders::Holding,
     lock,
     stream_io::{self, FrameError, FrameReader, FrameWriter},
     superseed::{self, Seeding},
@@ -288,6 +289,10 @@ async fn serve_inner(
         _ => None,
     };
     let mut announced = None;
+    // What the peer holds, to serve its rarest request first.
+    let mut holding = blob
+        .as_ref()
+        .and_then(|b| Holding::join(shared, hash, b.size(), sid));
     // A peer alone with us is told a window once interested, and everything
     // after a grace (see `spore_transfer::superseed`): the blob's clock runs
     // then, not at the choker's next tick.
@@ -419,25 +424,40 @@ async fn serve_inner(
                         // Session::receive refuses these: we never request here.
                         break Err(Close::With(ErrorCode::ProtocolViolation, "unexpected payload".into()));
                     }
-                    // What the peer holds (from anyone) steers super-seeding.
+                    // What the peer holds (from anyone) steers super-seeding
+                    // and the order we serve its requests in.
                     Message::HaveAll { hash: h, size } if h == hash => {
                         if let Some(s) = seeding.as_ref().filter(|s| s.size() == size) {
                             s.on_have(0..group_count(size));
+                        }
+                        if let Some(h) = holding.as_ref().filter(|h| h.size() == size) {
+                            h.on_have(0..group_count(size));
                         }
                     }
                     Message::Have(slice) if slice.hash == hash => {
                         if let Some(s) = seeding.as_ref().filter(|s| s.size() == slice.size) {
                             slice.present().for_each(|r| s.on_have(r));
                         }
+                        if let Some(h) = holding.as_ref().filter(|h| h.size() == slice.size) {
+                            slice.present().for_each(|r| h.on_have(r));
+                        }
                     }
                     Message::HaveRanges { hash: h, ranges } if h == hash => {
-                        if let Some(s) = &seeding {
-                            ranges.into_iter().for_each(|r| s.on_have(r));
+                        for r in ranges {
+                            if let Some(s) = &seeding {
+                                s.on_have(r.clone());
+                            }
+                            if let Some(h) = &holding {
+                                h.on_have(r);
+                            }
                         }
                     }
                     Message::DontHave { hash: h } if h == hash => {
                         if let Some(s) = &seeding {
                             s.on_dont_have();
+                        }
+                        if let Some(h) = &holding {
+                            h.on_dont_have();
                         }
                     }
                     Message::WantHave { hash: other } if other != hash => {
@@ -451,9 +471,9 @@ async fn serve_inner(
                 let started = match next.take() {
                     Some(s) => Ok(s),
                     None => {
-                        let Some(req) = queue.pop_front() else { continue };
-                        start_request(shared, peer, &mut source, &mut blob, unchoked, &req)
-                            .map_err(|status| (req.id, status))
+                        let next = start_next(shared, peer, &mut source, &mut blob, unchoked, &mut queue, holding.as_ref());
+                        let Some((id, started)) = next else { continue };
+                        started.map_err(|status| (id, status))
                     }
                 };
                 let msg = match &started {
@@ -467,12 +487,13 @@ async fn serve_inner(
             }
             // Encode the request after the one being sent, ahead of time.
             _ = std::future::ready(()), if sending.is_some() && next.is_none() && !queue.is_empty() => {
-                let Some(req) = queue.pop_front() else { continue };
-                match start_request(shared, peer, &mut source, &mut blob, unchoked, &req) {
+                let started = start_next(shared, peer, &mut source, &mut blob, unchoked, &mut queue, holding.as_ref());
+                let Some((id, started)) = started else { continue };
+                match started {
                     Ok(s) => next = Some(s),
                     Err(status) => {
                         // Refusals may interleave with another response's data.
-                        let msg = Message::Response { id: req.id, status };
+                        let msg = Message::Response { id, status };
                         session.send(&msg).map_err(violation)?;
                         wr.send(&msg).await?;
                         last_sent = Instant::now();
@@ -514,6 +535,9 @@ async fn serve_inner(
             }
             new = announce::next_view(&mut view_rx) => {
                 if let Some(new) = new {
+                    if holding.is_none() {
+                        holding = Holding::join(shared, hash, new.size(), sid);
+                    }
                     // Served at once, told with the next announcement.
                     blob = Some(new);
                     announce_at.get_or_insert(last_announce + ANNOUNCE_EVERY);
@@ -602,6 +626,34 @@ async fn serve_inner(
         abort(shared, peer, s).await;
     }
     result
+}
+
+/// Starts the queued request to serve next: the peer's rarest (see
+/// [`Holding::rarest`]), or the oldest when nothing is known of what it
+/// holds. Returns its id and the response, or the status refusing it; `None`
+/// when nothing is queued.
+///
+/// A response we start counts as held by the peer from then on (not once
+/// sent): two sessions would otherwise send the same rare group side by
+/// side, and a lone holder's upload is what keeps its groups in the swarm.
+fn start_next(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    source: &mut Source,
+    blob: &mut Option<spore_store::Blob>,
+    unchoked: bool,
+    queue: &mut VecDeque<wire::Request>,
+    holding: Option<&Holding>,
+) -> Option<(u64, Result<Sending, Status>)> {
+    let rarest = holding.and_then(|h| h.rarest(queue.iter().map(|r| &r.groups)));
+    let req = queue.remove(rarest.unwrap_or(0))?;
+    let started = start_request(shared, peer, source, blob, unchoked, &req);
+    if started.is_ok()
+        && let Some(h) = holding
+    {
+        h.on_have(req.groups.clone());
+    }
+    Some((req.id, started))
 }
 
 /// After a complete blob failed to encode: re-hashes it (the store marks a

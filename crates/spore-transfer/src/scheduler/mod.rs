@@ -251,14 +251,19 @@ struct Piece {
     verified: u32,
     /// Groups neither verified nor covered by any outstanding request.
     open: u32,
-    /// Copies of this piece's groups among connected peers.
+    /// Copies among connected peers of the groups we still need.
     avail: u32,
+    /// Groups we still need that some connected peer holds.
+    held: u32,
+    /// Open groups exactly one connected peer holds: copy them while it is here.
+    lone: u32,
     /// Random tie-break among equally rare pieces.
     key: u32,
 }
 
-/// (availability, piece length, started, random key) of a candidate piece.
-type PieceKey = (u64, u64, bool, u32);
+/// (has lone groups, copies, groups held, started, random key) of a
+/// candidate piece.
+type PieceKey = (bool, u64, u64, bool, u32);
 
 #[derive(Debug, Clone)]
 struct Req {
@@ -313,6 +318,8 @@ pub struct Scheduler<P> {
     complete_pieces: u64,
     /// Per group: outstanding requests covering it.
     inflight: Vec<u8>,
+    /// Per group: connected peers that hold it.
+    holders: Vec<u16>,
     peers: Vec<Option<Peer<P>>>,
     index: BTreeMap<P, usize>,
     banned: BTreeSet<P>,
@@ -361,6 +368,8 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
                 verified: done,
                 open: len - done,
                 avail: 0,
+                held: 0,
+                lone: 0,
                 key: rng.next_u64() as u32,
             });
         }
@@ -373,6 +382,7 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             pieces,
             complete_pieces,
             inflight: vec![0; groups as usize],
+            holders: vec![0; groups as usize],
             peers: Vec::new(),
             index: BTreeMap::new(),
             banned: BTreeSet::new(),
@@ -515,7 +525,7 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         self.index.remove(peer);
         for r in state.has.ones_ranges() {
             for g in r {
-                self.pieces[(g / self.piece_groups) as usize].avail -= 1;
+                self.count_holder(g, false);
             }
         }
         Some(state.stats)
@@ -530,34 +540,33 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             });
         }
         let slot = *self.index.get(peer).ok_or(PeerError::Unknown)?;
-        let pg = self.piece_groups;
         let Some(p) = self.peers[slot].as_mut() else {
             return Err(PeerError::Unknown);
         };
-        for r in p.has.ones_ranges() {
+        let old = std::mem::replace(&mut p.has, Bitfield::new(self.groups));
+        for r in old.ones_ranges() {
             for g in r {
-                self.pieces[(g / pg) as usize].avail -= 1;
+                self.count_holder(g, false);
             }
         }
         for r in has.ones_ranges() {
             for g in r {
-                self.pieces[(g / pg) as usize].avail += 1;
+                self.count_holder(g, true);
             }
         }
-        p.has = has;
+        if let Some(p) = self.peers[slot].as_mut() {
+            p.has = has;
+        }
         Ok(())
     }
 
     /// The peer announced it now has `groups` (ranges past the blob are clipped).
     pub fn on_have(&mut self, peer: &P, groups: Range<u64>) -> Result<(), PeerError> {
         let slot = *self.index.get(peer).ok_or(PeerError::Unknown)?;
-        let pg = self.piece_groups;
         let end = groups.end.min(self.groups);
-        if let Some(p) = self.peers[slot].as_mut() {
-            for g in groups.start..end {
-                if p.has.set(g) {
-                    self.pieces[(g / pg) as usize].avail += 1;
-                }
+        for g in groups.start..end {
+            if self.peers[slot].as_mut().is_some_and(|p| p.has.set(g)) {
+                self.count_holder(g, true);
             }
         }
         Ok(())
@@ -671,6 +680,7 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         let len = self.group_len(group);
         let slot = self.index.get(peer).copied();
         let duplicate = self.verified.get(group);
+        let mut newly_held = false;
         if let Some(slot) = slot
             && let Some(p) = self.peers[slot].as_mut()
         {
@@ -680,9 +690,7 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             if let Some(t0) = p.rtt_probe.take() {
                 add_rtt(p, now.saturating_duration_since(t0));
             }
-            if p.has.set(group) {
-                self.pieces[(group / self.piece_groups) as usize].avail += 1;
-            }
+            newly_held = p.has.set(group);
             if duplicate {
                 p.stats.duplicate_groups += 1;
             } else {
@@ -690,6 +698,9 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
                 p.stats.useful_groups += 1;
             }
             p.timeout = peer_timeout(&self.config, p);
+        }
+        if newly_held {
+            self.count_holder(group, true);
         }
         if duplicate {
             self.stats.duplicate_groups += 1;
@@ -790,7 +801,7 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
     /// Checks every internal invariant; for tests.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut inflight = vec![0u32; self.groups as usize];
-        let mut avail = vec![0u32; self.pieces.len()];
+        let mut holders = vec![0u16; self.groups as usize];
         for p in self.peers.iter().flatten() {
             if !self.index.contains_key(&p.id) {
                 return Err(format!("{:?} not indexed", p.id));
@@ -822,7 +833,7 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             }
             for r in p.has.ones_ranges() {
                 for g in r {
-                    avail[(g / self.piece_groups) as usize] += 1;
+                    holders[g as usize] += 1;
                 }
             }
         }
@@ -838,14 +849,26 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
                 return Err(format!("group {g} requested {n} times"));
             }
         }
+        if holders != self.holders {
+            return Err("group holders wrong".into());
+        }
         for (i, piece) in self.pieces.iter().enumerate() {
             let range = self.piece_range(i as u64);
             let open = range
                 .clone()
                 .filter(|&g| !self.verified.get(g) && self.inflight[g as usize] == 0)
                 .count() as u32;
-            let verified = range.filter(|&g| self.verified.get(g)).count() as u32;
-            if open != piece.open || verified != piece.verified || avail[i] != piece.avail {
+            let lone = range.clone().filter(|&g| self.is_lone(g)).count() as u32;
+            let needed = || range.clone().filter(|&g| !self.verified.get(g));
+            let avail: u32 = needed().map(|g| u32::from(self.holders[g as usize])).sum();
+            let held = needed().filter(|&g| self.holders[g as usize] > 0).count() as u32;
+            let verified = (range.end - range.start) as u32 - needed().count() as u32;
+            if open != piece.open
+                || verified != piece.verified
+                || avail != piece.avail
+                || held != piece.held
+                || lone != piece.lone
+            {
                 return Err(format!("piece {i} counters wrong: {piece:?}"));
             }
         }
@@ -914,6 +937,47 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         !self.verified.get(g) && self.inflight[g as usize] == 0
     }
 
+    fn is_lone(&self, g: u64) -> bool {
+        self.holders[g as usize] == 1 && self.is_open(g)
+    }
+
+    /// A connected peer gained (`added`) or lost group `g`.
+    fn count_holder(&mut self, g: u64, added: bool) {
+        let was_lone = self.is_lone(g);
+        let needed = !self.verified.get(g);
+        let holders = &mut self.holders[g as usize];
+        let piece = &mut self.pieces[(g / self.piece_groups) as usize];
+        if added {
+            *holders += 1;
+        } else {
+            *holders -= 1;
+        }
+        if needed {
+            match (added, *holders) {
+                (true, 1) => piece.held += 1,
+                (false, 0) => piece.held -= 1,
+                _ => {}
+            }
+            if added {
+                piece.avail += 1;
+            } else {
+                piece.avail -= 1;
+            }
+        }
+        self.recount_lone(g, was_lone);
+    }
+
+    /// Group `g` may have become (or stopped being) lone since `was_lone`.
+    fn recount_lone(&mut self, g: u64, was_lone: bool) {
+        let lone = self.is_lone(g);
+        let piece = &mut self.pieces[(g / self.piece_groups) as usize];
+        match (was_lone, lone) {
+            (false, true) => piece.lone += 1,
+            (true, false) => piece.lone -= 1,
+            _ => {}
+        }
+    }
+
     /// The first run of open groups in `range` that the peer has, at most
     /// `max_len` long and inside one piece.
     fn pick_open(&self, slot: usize, range: Range<u64>, max_len: u64) -> Option<Range<u64>> {
@@ -929,8 +993,10 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         Some(start..end)
     }
 
-    /// Random pieces first, then rarest first (ties: pieces already started,
-    /// then a random key).
+    /// Random pieces first, then rarest first: pieces with a group only one
+    /// connected peer holds (when this peer is that one), then the fewest
+    /// copies per group we need that anyone holds; ties go to pieces already
+    /// started, then a random key.
     fn pick_piece(&mut self, slot: usize, max_len: u64) -> Option<Range<u64>> {
         let p = self.peers[slot].as_ref()?;
         let seed = p.has.is_complete() && p.refused.is_empty();
@@ -938,20 +1004,27 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         let mut best: Option<(usize, PieceKey)> = None;
         let mut ties = 0u64;
         for (i, piece) in self.pieces.iter().enumerate() {
-            if piece.open == 0 {
+            if piece.open == 0 || piece.held == 0 {
                 continue;
             }
             let started = piece.open < piece.len;
+            let lone = !random_phase
+                && piece.lone > 0
+                && (seed || self.lone_groups(slot, i).next().is_some());
             let candidate = |b: &Option<(usize, PieceKey)>| -> bool {
-                let Some((_, (avail, len, bstarted, key))) = *b else {
+                let Some((_, (blone, avail, held, bstarted, key))) = *b else {
                     return true;
                 };
                 if random_phase {
                     return started && !bstarted;
                 }
-                // Rarer first: avail/len smaller, compared exactly.
-                let lhs = u64::from(piece.avail) * len;
-                let rhs = avail * u64::from(piece.len);
+                if lone != blone {
+                    return lone;
+                }
+                // Rarer first: fewer copies per needed group that anyone
+                // holds (avail/held smaller, compared exactly).
+                let lhs = u64::from(piece.avail) * held;
+                let rhs = avail * u64::from(piece.held);
                 lhs < rhs
                     || (lhs == rhs
                         && ((started && !bstarted) || (started == bstarted && piece.key < key)))
@@ -960,19 +1033,20 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             let tie = random_phase
                 && best
                     .as_ref()
-                    .is_some_and(|(_, (_, _, bstarted, _))| *bstarted == started);
+                    .is_some_and(|(_, (_, _, _, bstarted, _))| *bstarted == started);
             if !better && !tie {
                 continue;
             }
-            if !seed {
+            if !seed && !lone {
                 let range = self.piece_range(i as u64);
                 if !range.into_iter().any(|g| self.is_open(g) && p.can_take(g)) {
                     continue;
                 }
             }
             let key = (
+                lone,
                 u64::from(piece.avail),
-                u64::from(piece.len),
+                u64::from(piece.held),
                 started,
                 piece.key,
             );
@@ -987,9 +1061,29 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
                 }
             }
         }
-        let (i, _) = best?;
-        let range = self.piece_range(i as u64);
+        let (i, (lone, ..)) = best?;
+        let mut range = self.piece_range(i as u64);
+        if lone {
+            // Every peer downloading from the lone holder ranks its groups
+            // alike: each starts at a random one, so that the holder's
+            // upload makes distinct copies. Starts are aligned to the
+            // request size, so a request never begins in the middle of
+            // another one's run (a fast peer's requests span whole pieces).
+            let count = self.lone_groups(slot, i).count() as u64;
+            let nth = self.rng.below(count) as usize;
+            if let Some(g) = self.lone_groups(slot, i).nth(nth) {
+                range.start = g - (g - range.start) % max_len.max(1);
+            }
+        }
         self.pick_open(slot, range, max_len)
+    }
+
+    /// The groups of piece `i` that only the peer in `slot` holds and
+    /// nobody serves yet.
+    fn lone_groups(&self, slot: usize, i: usize) -> impl Iterator<Item = u64> + '_ {
+        let p = self.peers[slot].as_ref();
+        self.piece_range(i as u64)
+            .filter(move |&g| self.is_lone(g) && p.is_some_and(|p| p.can_take(g)))
     }
 
     /// Estimated seconds for a peer to deliver `groups` more groups after its
@@ -1129,10 +1223,12 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
                 continue;
             }
             remaining += 1;
+            let was_lone = self.is_lone(g);
             if self.inflight[g as usize] == 0 {
                 self.pieces[(g / self.piece_groups) as usize].open -= 1;
             }
             self.inflight[g as usize] += 1;
+            self.recount_lone(g, was_lone);
         }
         self.stats.requests += 1;
         let p = self.peers[slot].as_mut()?;
@@ -1169,6 +1265,7 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             self.inflight[g as usize] -= 1;
             if self.inflight[g as usize] == 0 && !self.verified.get(g) {
                 self.pieces[(g / self.piece_groups) as usize].open += 1;
+                self.recount_lone(g, false);
             }
         }
         Some(Request {
@@ -1193,8 +1290,13 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         now: Instant,
         cancels: &mut Vec<Request<P>>,
     ) {
+        let was_lone = self.is_lone(group);
         self.verified.set(group);
+        self.recount_lone(group, was_lone);
+        let holders = self.holders[group as usize];
         let piece = &mut self.pieces[(group / self.piece_groups) as usize];
+        piece.avail -= u32::from(holders);
+        piece.held -= u32::from(holders > 0);
         piece.verified += 1;
         if piece.verified == piece.len {
             self.complete_pieces += 1;

@@ -169,6 +169,82 @@ fn rarest_first_after_random_phase() {
     );
 }
 
+/// A group only one peer holds outranks a piece that is rarer on average:
+/// if that peer leaves, the group is gone (a churn run lost such groups
+/// sitting in pieces the swarm otherwise held well).
+#[test]
+fn a_group_one_peer_alone_holds_comes_first() {
+    let cfg = SchedulerConfig {
+        piece_groups: Some(4),
+        min_request_groups: 1,
+        ..config()
+    };
+    let t0 = Instant::now();
+    // Groups as (start, end) pairs.
+    let holding = |ranges: &[(u64, u64)]| {
+        let mut has = Bitfield::new(8);
+        for &(start, end) in ranges {
+            has.set_range(start..end);
+        }
+        has
+    };
+    // Piece 0 (groups 0..4): 10 copies, but group 3 is only at peer 1.
+    // Piece 1 (groups 4..8): 8 copies, rarer on average.
+    let swarm = || {
+        let mut s = sched(8, cfg.clone(), 1);
+        for (peer, has) in [
+            (1, holding(&[(0, 8)])),
+            (2, holding(&[(0, 3), (4, 8)])),
+            (3, holding(&[(0, 3)])),
+        ] {
+            s.add_peer(peer, t0).unwrap();
+            s.on_bitfield(&peer, has).unwrap();
+        }
+        s
+    };
+    let mut s = swarm();
+    let a = s.requests_for(&1, t0);
+    assert!(a.requests[0].groups.contains(&3), "the lone group first");
+    assert_eq!(a.requests[1].groups.start, 4, "then the rarer piece");
+    s.check_invariants().unwrap();
+    let mut s = swarm();
+    let a = s.requests_for(&2, t0);
+    assert_eq!(
+        a.requests[0].groups.start, 4,
+        "peer 2 lacks it: the rarer piece"
+    );
+    s.check_invariants().unwrap();
+}
+
+/// Downloaders that all want the groups one partial peer alone holds start
+/// at different places, so its upload makes distinct copies rather than the
+/// same group six times over (as a churn run showed).
+#[test]
+fn downloaders_spread_over_the_groups_a_lone_holder_has() {
+    let cfg = SchedulerConfig {
+        piece_groups: Some(64),
+        ..config()
+    };
+    let t0 = Instant::now();
+    let starts: BTreeSet<u64> = (0..16)
+        .map(|seed| {
+            let mut s = sched(128, cfg.clone(), seed);
+            s.add_peer(1, t0).unwrap();
+            let mut has = Bitfield::new(128);
+            has.set_range(0..64);
+            s.on_bitfield(&1, has).unwrap();
+            let a = s.requests_for(&1, t0);
+            s.check_invariants().unwrap();
+            a.requests[0].groups.start
+        })
+        .collect();
+    assert!(starts.len() >= 4, "first requests start at {starts:?}");
+    assert!(
+        starts.iter().all(|g| g % 8 == 0),
+        "aligned to requests: {starts:?}"
+    );
+}
+
 #[test]
 fn never_asks_a_peer_for_what_it_lacks() {
     let mut s = sched(200, config(), 3);
