@@ -5,8 +5,8 @@
 //! only we hold (a piece the seed gave us alone, the seed since gone) must be
 //! copied before we leave, and a peer queues seconds of requests ahead, so
 //! in arrival order the one copy that matters would wait behind copies
-//! anyone could send. Super-seeding counts from the same table which groups
-//! no connected peer holds.
+//! anyone could send. Super-seeding keeps one of these tables too, for the
+//! groups no connected peer holds.
 
 use std::{collections::HashMap, hash::Hash, ops::Range};
 

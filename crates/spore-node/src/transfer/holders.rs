@@ -4,8 +4,9 @@
 //!
 //! Each serve session joins as a [`Holding`] once it knows the blob's size,
 //! reports what its peer announces and each response it starts (see
-//! `serve::start_next`), and leaves on drop. Super-seeding keeps its own count in its state machine: it must
-//! see the moment a group becomes held or unheld.
+//! `serve::start_next`), and leaves on drop. Super-seeding keeps its own
+//! table inside its state machine, which must see the moment a group
+//! becomes held or unheld, and counts a group held once it is delivered.
 
 use std::{collections::HashMap, ops::Range, sync::Arc};
 
