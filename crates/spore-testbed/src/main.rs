@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use spore_testbed::check::{CheckConfig, check_table, run_check};
 use spore_testbed::emulator::{LinkShape, RelayConfig, run_relay};
 use spore_testbed::net::{PREFIX, cleanup, install_signal_cleanup, require_root};
-use spore_testbed::report::RunReport;
+use spore_testbed::report::{RunReport, Tally};
 use spore_testbed::runner::{RunOptions, run_plan};
 use spore_testbed::scenario::Scenario;
 
@@ -33,9 +33,17 @@ enum Cmd {
     /// Run a scenario (needs root) and write JSON, Markdown and SVG plots.
     Run {
         scenario: PathBuf,
-        /// The spore binary (default: `spore` next to this binary).
+        /// The spore binary (default: `spore` next to this binary). Given
+        /// more than once, every round runs each build in turn, and the
+        /// summary compares them.
         #[arg(long)]
-        spore: Option<PathBuf>,
+        spore: Vec<PathBuf>,
+        /// Run the scenario this many times (rounds). With more than one,
+        /// each run's reports go to OUT/BUILD/run-K, and a summary gives
+        /// per build how many runs finished every remaining download and
+        /// their ratios to the bound (churn is measured by its pass rate).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
         /// Where the reports go.
         #[arg(long, default_value = "testbed-results")]
         out: PathBuf,
@@ -54,6 +62,10 @@ enum Cmd {
         /// Override the file size of the scenario (MiB).
         #[arg(long)]
         size_mib: Option<f64>,
+        /// Override the scenario's time limit (seconds): a churn run that
+        /// lost a group otherwise waits out the whole limit.
+        #[arg(long)]
+        timeout_s: Option<f64>,
         /// A spore.toml for every spore node, e.g. `[net]` `quic = false`
         /// for a run where every connection is TCP.
         #[arg(long)]
@@ -121,12 +133,19 @@ fn main() {
     }
 }
 
-fn load(path: &Path, size_mib: Option<f64>) -> Result<spore_testbed::scenario::Plan> {
+fn load(
+    path: &Path,
+    size_mib: Option<f64>,
+    timeout_s: Option<f64>,
+) -> Result<spore_testbed::scenario::Plan> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut scenario = Scenario::parse(&text).with_context(|| format!("in {}", path.display()))?;
     if let Some(s) = size_mib {
         scenario.file.size_mib = s;
+    }
+    if let Some(t) = timeout_s {
+        scenario.timeout_s = t;
     }
     scenario
         .plan()
@@ -138,7 +157,7 @@ fn real_main() -> Result<()> {
     let exe = std::env::current_exe().context("finding this binary")?;
     match cli.command {
         Cmd::Validate { scenario } => {
-            let plan = load(&scenario, None)?;
+            let plan = load(&scenario, None, None)?;
             println!(
                 "{}: {} hosts, {} events, {} MiB",
                 plan.name,
@@ -233,23 +252,33 @@ fn real_main() -> Result<()> {
         Cmd::Run {
             scenario,
             spore,
+            runs,
             out,
             work,
             keep,
             tool,
             log,
             size_mib,
+            timeout_s,
             node_config,
         } => {
-            let plan = load(&scenario, size_mib)?;
+            let plan = load(&scenario, size_mib, timeout_s)?;
             require_root()?;
             install_signal_cleanup()?;
-            let spore = spore.unwrap_or_else(|| exe.with_file_name("spore"));
-            if matches!(tool, Tool::Spore | Tool::Both) && !spore.is_file() {
-                bail!(
-                    "no spore binary at {} (build it: cargo build --release --bin spore, or pass --spore)",
-                    spore.display()
-                );
+            let builds = if spore.is_empty() {
+                vec![exe.with_file_name("spore")]
+            } else {
+                spore
+            };
+            if matches!(tool, Tool::Spore | Tool::Both) {
+                for b in &builds {
+                    if !b.is_file() {
+                        bail!(
+                            "no spore binary at {} (build it: cargo build --release --bin spore, or pass --spore)",
+                            b.display()
+                        );
+                    }
+                }
             }
             if let Some(c) = &node_config
                 && !c.is_file()
@@ -259,43 +288,97 @@ fn real_main() -> Result<()> {
             let id = std::process::id();
             let work =
                 work.unwrap_or_else(|| std::env::temp_dir().join(format!("spore-testbed-{id}")));
-            let opts = |sub: &str| RunOptions {
-                spore: spore.clone(),
-                testbed_exe: exe.clone(),
-                work: work.join(sub),
-                keep,
-                log: log.clone(),
-                node_config: node_config.clone(),
-            };
-            let mut reports: Vec<RunReport> = Vec::new();
+            // One client per entry: each spore build, then aria2.
+            let mut clients: Vec<(String, Option<PathBuf>)> = Vec::new();
             if matches!(tool, Tool::Spore | Tool::Both) {
-                let r = run_plan(&plan, &opts("spore"), &id.to_string())?;
-                r.write_all(&out)?;
-                println!("{}", r.summary());
-                reports.push(r);
+                for (i, b) in builds.iter().enumerate() {
+                    let name = b
+                        .file_name()
+                        .map_or_else(|| "spore".into(), |n| n.to_string_lossy().into_owned());
+                    let label = if builds.len() > 1 {
+                        format!("{}-{name}", i + 1)
+                    } else {
+                        name
+                    };
+                    clients.push((label, Some(b.clone())));
+                }
             }
             if matches!(tool, Tool::Aria2 | Tool::Both) {
-                let r =
-                    spore_testbed::bittorrent::run_aria2(&plan, &opts("aria2"), &id.to_string())?;
-                r.write_all(&out)?;
-                println!("{}", r.summary());
-                reports.push(r);
+                clients.push(("aria2".into(), None));
             }
-            if reports.len() > 1 {
-                let refs: Vec<&RunReport> = reports.iter().collect();
-                spore_testbed::plot::completion_cdf(
-                    &refs,
-                    &out.join(format!("{}-cdf.svg", plan.name)),
-                )?;
-            }
-            for r in &reports {
-                println!("\n{}", r.markdown());
+            let single = runs == 1 && builds.len() == 1;
+            let mut tallies: Vec<Tally> = clients
+                .iter()
+                .map(|(label, build)| {
+                    Tally::new(match build {
+                        Some(b) => format!("spore ({})", b.display()),
+                        None => label.clone(),
+                    })
+                })
+                .collect();
+            for round in 1..=runs {
+                let mut reports: Vec<RunReport> = Vec::new();
+                for (i, (label, build)) in clients.iter().enumerate() {
+                    let (dir, sub) = if single {
+                        let tool = if build.is_some() { "spore" } else { "aria2" };
+                        (out.clone(), tool.to_string())
+                    } else {
+                        (
+                            out.join(label).join(format!("run-{round}")),
+                            format!("{label}/run-{round}"),
+                        )
+                    };
+                    let opts = RunOptions {
+                        spore: build.clone().unwrap_or_else(|| builds[0].clone()),
+                        testbed_exe: exe.clone(),
+                        work: work.join(&sub),
+                        keep,
+                        log: log.clone(),
+                        node_config: node_config.clone(),
+                    };
+                    let r = match build {
+                        Some(_) => run_plan(&plan, &opts, &id.to_string())?,
+                        None => {
+                            spore_testbed::bittorrent::run_aria2(&plan, &opts, &id.to_string())?
+                        }
+                    };
+                    r.write_all(&dir)?;
+                    if runs > 1 {
+                        println!("[run {round}/{runs}] {label}: {}", r.summary());
+                    } else {
+                        println!("{}", r.summary());
+                    }
+                    tallies[i].add(&r);
+                    reports.push(r);
+                    if !keep {
+                        let _ = std::fs::remove_dir_all(work.join(&sub));
+                    }
+                }
+                if runs == 1 {
+                    if reports.len() > 1 {
+                        let refs: Vec<&RunReport> = reports.iter().collect();
+                        spore_testbed::plot::completion_cdf(
+                            &refs,
+                            &out.join(format!("{}-cdf.svg", plan.name)),
+                        )?;
+                    }
+                    for r in &reports {
+                        println!("\n{}", r.markdown());
+                    }
+                }
             }
             if !keep {
                 let _ = std::fs::remove_dir_all(&work);
             }
-            let failed = reports.iter().any(|r| r.last_finish_s.is_none());
-            if failed {
+            if !single {
+                let lines: Vec<String> = tallies.iter().map(Tally::summary).collect();
+                println!("\n{}: {runs} rounds\n{}", plan.name, lines.join("\n"));
+                std::fs::write(
+                    out.join(format!("{}-runs.txt", plan.name)),
+                    lines.join("\n") + "\n",
+                )?;
+            }
+            if tallies.iter().any(|t| t.finished < t.runs) {
                 bail!("not every remaining download finished");
             }
         }

@@ -399,6 +399,62 @@ impl RunReport {
     }
 }
 
+/// Repeated runs of one client (one build of it): how many ended with every
+/// remaining download done, and the ratio to the bound over those. One run
+/// of a churn scenario says little: whether a group is lost depends on
+/// timing, so its pass rate is the measure (`run --runs N`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tally {
+    pub label: String,
+    pub runs: usize,
+    /// Runs where every remaining download finished.
+    pub finished: usize,
+    /// Ratio to the bound of each run that finished (when it has a bound).
+    pub ratios: Vec<f64>,
+}
+
+impl Tally {
+    pub fn new(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            runs: 0,
+            finished: 0,
+            ratios: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, report: &RunReport) {
+        self.runs += 1;
+        if report.last_finish_s.is_some() {
+            self.finished += 1;
+            self.ratios.extend(report.ratio_to_bound);
+        }
+    }
+
+    /// One line: the pass count, and the median, lowest and highest ratio.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{}: every remaining download finished in {} of {} runs",
+            self.label, self.finished, self.runs
+        );
+        let mut sorted = self.ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        if let (Some(lo), Some(hi)) = (sorted.first(), sorted.last()) {
+            let mid = sorted.len() / 2;
+            let median = if sorted.len() % 2 == 1 {
+                sorted[mid]
+            } else {
+                (sorted[mid - 1] + sorted[mid]) / 2.0
+            };
+            let _ = write!(
+                s,
+                "; ratio to the bound in those: median {median:.3}, {lo:.3} to {hi:.3}"
+            );
+        }
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,5 +646,43 @@ do = "get"
         .unwrap();
         assert_eq!(json["downloads_done"], 2);
         assert!(dir.path().join("t-spore-throughput.svg").exists());
+    }
+
+    #[test]
+    fn a_tally_counts_finished_runs_and_their_ratios() {
+        let done = |l2: Option<f64>| {
+            let hosts = vec![
+                host("s", DownloadOutcome::NotAsked, None),
+                host("l", DownloadOutcome::Done, Some(0.5)),
+                match l2 {
+                    Some(t) => host("l2", DownloadOutcome::Done, Some(t)),
+                    None => host("l2", DownloadOutcome::TimedOut, None),
+                },
+            ];
+            RunReport::new(&plan(), "spore", hosts, vec![], vec![])
+        };
+        let mut t = Tally::new("spore (a)");
+        assert_eq!(
+            t.summary(),
+            "spore (a): every remaining download finished in 0 of 0 runs"
+        );
+        for l2 in [Some(1.2), None, Some(1.0), Some(1.1)] {
+            t.add(&done(l2));
+        }
+        assert_eq!((t.runs, t.finished, t.ratios.len()), (4, 3, 3));
+        let bound = done(Some(1.0)).bound.unwrap().seconds;
+        let summary = t.summary();
+        assert!(
+            summary.starts_with("spore (a): every remaining download finished in 3 of 4 runs"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains(&format!("median {:.3}", 1.1 / bound)),
+            "{summary}"
+        );
+        assert!(
+            summary.ends_with(&format!("{:.3} to {:.3}", 1.0 / bound, 1.2 / bound)),
+            "{summary}"
+        );
     }
 }
