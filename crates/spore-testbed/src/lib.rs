@@ -14,5 +14,6 @@ pub mod emulator;
 pub mod net;
 pub mod plot;
 pub mod report;
+pub mod rounds;
 pub mod runner;
 pub mod scenario;

@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use spore_testbed::check::{CheckConfig, check_table, run_check};
 use spore_testbed::emulator::{LinkShape, RelayConfig, run_relay};
 use spore_testbed::net::{PREFIX, cleanup, install_signal_cleanup, require_root};
-use spore_testbed::report::{RunReport, Tally};
-use spore_testbed::runner::{RunOptions, run_plan};
+use spore_testbed::rounds::{Client, Rounds, run_rounds};
+use spore_testbed::runner::RunOptions;
 use spore_testbed::scenario::Scenario;
 
 /// Many hosts in Linux network namespaces, with rate caps and emulated
@@ -44,6 +44,10 @@ enum Cmd {
         /// their ratios to the bound (churn is measured by its pass rate).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
         runs: u32,
+        /// Round K runs the scenario with its seed + K - 1 (other leave
+        /// times, other departing hosts), not the same schedule every time.
+        #[arg(long)]
+        vary_seed: bool,
         /// Where the reports go.
         #[arg(long, default_value = "testbed-results")]
         out: PathBuf,
@@ -133,11 +137,7 @@ fn main() {
     }
 }
 
-fn load(
-    path: &Path,
-    size_mib: Option<f64>,
-    timeout_s: Option<f64>,
-) -> Result<spore_testbed::scenario::Plan> {
+fn load(path: &Path, size_mib: Option<f64>, timeout_s: Option<f64>) -> Result<Scenario> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut scenario = Scenario::parse(&text).with_context(|| format!("in {}", path.display()))?;
@@ -149,7 +149,8 @@ fn load(
     }
     scenario
         .plan()
-        .with_context(|| format!("in {}", path.display()))
+        .with_context(|| format!("in {}", path.display()))?;
+    Ok(scenario)
 }
 
 fn real_main() -> Result<()> {
@@ -157,7 +158,7 @@ fn real_main() -> Result<()> {
     let exe = std::env::current_exe().context("finding this binary")?;
     match cli.command {
         Cmd::Validate { scenario } => {
-            let plan = load(&scenario, None, None)?;
+            let plan = load(&scenario, None, None)?.plan()?;
             println!(
                 "{}: {} hosts, {} events, {} MiB",
                 plan.name,
@@ -253,6 +254,7 @@ fn real_main() -> Result<()> {
             scenario,
             spore,
             runs,
+            vary_seed,
             out,
             work,
             keep,
@@ -262,7 +264,7 @@ fn real_main() -> Result<()> {
             timeout_s,
             node_config,
         } => {
-            let plan = load(&scenario, size_mib, timeout_s)?;
+            let scenario = load(&scenario, size_mib, timeout_s)?;
             require_root()?;
             install_signal_cleanup()?;
             let builds = if spore.is_empty() {
@@ -288,95 +290,28 @@ fn real_main() -> Result<()> {
             let id = std::process::id();
             let work =
                 work.unwrap_or_else(|| std::env::temp_dir().join(format!("spore-testbed-{id}")));
-            // One client per entry: each spore build, then aria2.
-            let mut clients: Vec<(String, Option<PathBuf>)> = Vec::new();
-            if matches!(tool, Tool::Spore | Tool::Both) {
-                for (i, b) in builds.iter().enumerate() {
-                    let name = b
-                        .file_name()
-                        .map_or_else(|| "spore".into(), |n| n.to_string_lossy().into_owned());
-                    let label = if builds.len() > 1 {
-                        format!("{}-{name}", i + 1)
-                    } else {
-                        name
-                    };
-                    clients.push((label, Some(b.clone())));
-                }
-            }
-            if matches!(tool, Tool::Aria2 | Tool::Both) {
-                clients.push(("aria2".into(), None));
-            }
-            let single = runs == 1 && builds.len() == 1;
-            let mut tallies: Vec<Tally> = clients
-                .iter()
-                .map(|(label, build)| {
-                    Tally::new(match build {
-                        Some(b) => format!("spore ({})", b.display()),
-                        None => label.clone(),
-                    })
-                })
-                .collect();
-            for round in 1..=runs {
-                let mut reports: Vec<RunReport> = Vec::new();
-                for (i, (label, build)) in clients.iter().enumerate() {
-                    let (dir, sub) = if single {
-                        let tool = if build.is_some() { "spore" } else { "aria2" };
-                        (out.clone(), tool.to_string())
-                    } else {
-                        (
-                            out.join(label).join(format!("run-{round}")),
-                            format!("{label}/run-{round}"),
-                        )
-                    };
-                    let opts = RunOptions {
-                        spore: build.clone().unwrap_or_else(|| builds[0].clone()),
-                        testbed_exe: exe.clone(),
-                        work: work.join(&sub),
-                        keep,
-                        log: log.clone(),
-                        node_config: node_config.clone(),
-                    };
-                    let r = match build {
-                        Some(_) => run_plan(&plan, &opts, &id.to_string())?,
-                        None => {
-                            spore_testbed::bittorrent::run_aria2(&plan, &opts, &id.to_string())?
-                        }
-                    };
-                    r.write_all(&dir)?;
-                    if runs > 1 {
-                        println!("[run {round}/{runs}] {label}: {}", r.summary());
-                    } else {
-                        println!("{}", r.summary());
-                    }
-                    tallies[i].add(&r);
-                    reports.push(r);
-                    if !keep {
-                        let _ = std::fs::remove_dir_all(work.join(&sub));
-                    }
-                }
-                if runs == 1 {
-                    if reports.len() > 1 {
-                        let refs: Vec<&RunReport> = reports.iter().collect();
-                        spore_testbed::plot::completion_cdf(
-                            &refs,
-                            &out.join(format!("{}-cdf.svg", plan.name)),
-                        )?;
-                    }
-                    for r in &reports {
-                        println!("\n{}", r.markdown());
-                    }
-                }
-            }
+            let spore_builds: &[PathBuf] = if matches!(tool, Tool::Aria2) {
+                &[]
+            } else {
+                &builds
+            };
+            let clients = Client::list(spore_builds, matches!(tool, Tool::Aria2 | Tool::Both));
+            let options = RunOptions {
+                spore: builds[0].clone(),
+                testbed_exe: exe.clone(),
+                work: work.clone(),
+                keep,
+                log,
+                node_config,
+            };
+            let rounds = Rounds {
+                runs,
+                vary_seed,
+                out,
+            };
+            let tallies = run_rounds(&scenario, &clients, &rounds, &options, &id.to_string())?;
             if !keep {
                 let _ = std::fs::remove_dir_all(&work);
-            }
-            if !single {
-                let lines: Vec<String> = tallies.iter().map(Tally::summary).collect();
-                println!("\n{}: {runs} rounds\n{}", plan.name, lines.join("\n"));
-                std::fs::write(
-                    out.join(format!("{}-runs.txt", plan.name)),
-                    lines.join("\n") + "\n",
-                )?;
             }
             if tallies.iter().any(|t| t.finished < t.runs) {
                 bail!("not every remaining download finished");
