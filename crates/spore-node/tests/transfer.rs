@@ -1092,7 +1092,10 @@ impl FakeSession {
                         status: Status::Ok,
                     };
                     wire::encode(&header, &mut out).unwrap();
-                    let mut frames = DataWriter::new(req.id, 256 * 1024, &mut out);
+                    let mut frames = DataWriter::new(req.id, 256 * 1024, |f: Vec<u8>| {
+                        out.extend_from_slice(&f);
+                        Ok(())
+                    });
                     std::io::Write::write_all(&mut frames, &payload).unwrap();
                     frames.finish().unwrap();
                     let end = Message::End {

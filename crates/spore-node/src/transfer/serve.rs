@@ -2,7 +2,6 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    io::Write,
     ops::Range,
     sync::{
         Arc,
@@ -47,8 +46,6 @@ const PING_AFTER: Duration = Duration::from_secs(10);
 /// `HaveRanges` per verified batch cost a few percent of a swarm's bytes and
 /// CPU, and a peer gains little from hearing of a group 200 ms sooner.
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
-/// Encoded bytes handed from the blocking encoder to the session at once.
-const ENCODE_CHUNK: usize = 256 * 1024;
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -773,15 +770,17 @@ fn start_request(
     let ranges = ChunkRanges::from(ChunkNum(chunks.start)..ChunkNum(chunks.end));
     let (id, lie) = (req.id, shared.config.debug_lie_uploads);
     let encoder = tokio::task::spawn_blocking(move || {
-        let out = ChannelWriter {
-            tx,
-            buf: Vec::with_capacity(ENCODE_CHUNK + 64),
+        // Frames of MAX_DATA_PAYLOAD go to the session one by one through a
+        // small bounded channel, so memory stays bounded.
+        let send = |frame: Vec<u8>| {
+            tx.blocking_send(frame)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "session closed"))
         };
-        let mut data = DataWriter::new(id, MAX_DATA_PAYLOAD, out);
+        let mut data = DataWriter::new(id, MAX_DATA_PAYLOAD, send);
         let encoded = super::lying::maybe_lying(lie, &mut data);
         b.encode(&ranges, encoded).map_err(|e| e.to_string())?;
-        let out = data.finish().map_err(|e| e.to_string())?;
-        out.close().map_err(|e| e.to_string())
+        data.finish().map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
     });
     Ok(Sending {
         id,
@@ -789,41 +788,4 @@ fn start_request(
         chunks: rx,
         encoder,
     })
-}
-
-/// A `Write` that hands blocks of about [`ENCODE_CHUNK`] bytes to the
-/// session through a small bounded channel (so memory stays bounded).
-struct ChannelWriter {
-    tx: mpsc::Sender<Vec<u8>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn push(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(ENCODE_CHUNK + 64));
-        self.tx
-            .blocking_send(full)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "session closed"))
-    }
-
-    fn close(mut self) -> std::io::Result<()> {
-        self.push()
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= ENCODE_CHUNK {
-            self.push()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -511,29 +511,43 @@ impl Decoder {
 }
 
 /// A [`Write`] adapter that cuts the bao payload of request `id` into `Data`
-/// frames of at most `frame_payload` bytes and writes them to `inner`.
-/// Hand it to `Blob::encode`, then call [`finish`](Self::finish) and send
+/// frames of at most `frame_payload` bytes and hands each whole frame to
+/// `sink`. Each frame is built in place, its header slot first, so every
+/// payload byte is copied once, into the frame that leaves. Hand it to
+/// `Blob::encode`, then call [`finish`](Self::finish) and send
 /// `End { id, status: Ok }`.
-#[derive(Debug)]
-pub struct DataWriter<W: Write> {
+pub struct DataWriter<S> {
     id: u64,
-    inner: W,
     frame_payload: usize,
-    /// Payload bytes waiting for a full frame.
-    pending: Vec<u8>,
+    /// The header's size in a full frame: where the payload starts.
+    header_slot: usize,
+    /// The open frame (empty when none is open): header slot, then payload.
+    frame: Vec<u8>,
+    sink: S,
     written: u64,
 }
 
-impl<W: Write> DataWriter<W> {
+impl<S> std::fmt::Debug for DataWriter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataWriter")
+            .field("id", &self.id)
+            .field("frame_payload", &self.frame_payload)
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
+impl<S: FnMut(Vec<u8>) -> std::io::Result<()>> DataWriter<S> {
     /// Frames of `frame_payload` bytes (clamped to 1..=[`MAX_DATA_PAYLOAD`]);
     /// 64 KiB or more keeps secure transports fast.
-    pub fn new(id: u64, frame_payload: usize, inner: W) -> Self {
+    pub fn new(id: u64, frame_payload: usize, sink: S) -> Self {
         let frame_payload = frame_payload.clamp(1, MAX_DATA_PAYLOAD);
         Self {
             id,
-            inner,
             frame_payload,
-            pending: Vec::new(),
+            header_slot: data_header_len(id, frame_payload),
+            frame: Vec::new(),
+            sink,
             written: 0,
         }
     }
@@ -543,58 +557,61 @@ impl<W: Write> DataWriter<W> {
         self.written
     }
 
-    fn emit(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        let mut header = Vec::with_capacity(MAX_HEADER + 10);
-        encode_data_header(self.id, payload.len(), &mut header).map_err(std::io::Error::other)?;
-        self.inner.write_all(&header)?;
-        self.inner.write_all(payload)
+    /// Sends what is buffered as a last (short) frame.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.close_frame()
     }
 
-    /// Writes what is buffered as a last (short) frame; returns `inner`.
-    pub fn finish(mut self) -> std::io::Result<W> {
-        self.flush_pending()?;
-        self.inner.flush()?;
-        Ok(self.inner)
-    }
-
-    fn flush_pending(&mut self) -> std::io::Result<()> {
-        if self.pending.is_empty() {
+    fn close_frame(&mut self) -> std::io::Result<()> {
+        if self.frame.is_empty() {
             return Ok(());
         }
-        let pending = std::mem::take(&mut self.pending);
-        self.emit(&pending)?;
-        self.pending = pending;
-        self.pending.clear();
-        Ok(())
+        let mut frame = std::mem::take(&mut self.frame);
+        let payload = frame.len() - self.header_slot;
+        let mut header = Vec::with_capacity(self.header_slot);
+        encode_data_header(self.id, payload, &mut header).map_err(std::io::Error::other)?;
+        // A shorter payload never has a longer header. Only a short last
+        // frame (under 16 KiB) has a shorter one: its payload moves up.
+        let start = self.header_slot - header.len();
+        frame[start..self.header_slot].copy_from_slice(&header);
+        if start > 0 {
+            frame.drain(..start);
+        }
+        (self.sink)(frame)
     }
 }
 
-impl<W: Write> Write for DataWriter<W> {
+/// The size of a `Data` frame's header for request `id` and `payload_len` bytes.
+fn data_header_len(id: u64, payload_len: usize) -> usize {
+    let body = varint_len(id) + payload_len;
+    1 + varint_len(body as u64) + varint_len(id)
+}
+
+impl<S: FnMut(Vec<u8>) -> std::io::Result<()>> Write for DataWriter<S> {
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
         let accepted = data.len();
+        let full = self.header_slot + self.frame_payload;
         while !data.is_empty() {
-            if self.pending.is_empty() && data.len() >= self.frame_payload {
-                let (frame, rest) = data.split_at(self.frame_payload);
-                self.emit(frame)?;
-                data = rest;
-                continue;
+            if self.frame.is_empty() {
+                self.frame.reserve_exact(full);
+                self.frame.resize(self.header_slot, 0);
             }
-            let room = self.frame_payload - self.pending.len();
+            let room = full - self.frame.len();
             let (now, rest) = data.split_at(room.min(data.len()));
-            self.pending.extend_from_slice(now);
+            self.frame.extend_from_slice(now);
             data = rest;
-            if self.pending.len() == self.frame_payload {
-                self.flush_pending()?;
+            if self.frame.len() == full {
+                self.close_frame()?;
             }
         }
         self.written += accepted as u64;
         Ok(accepted)
     }
 
-    /// Frames are only cut at `frame_payload` bytes or on `finish`; this
-    /// flushes `inner` only, so small writes never make small frames.
+    /// Frames are only cut at `frame_payload` bytes or on `finish`, so small
+    /// writes never make small frames: nothing to do.
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+        Ok(())
     }
 }
 

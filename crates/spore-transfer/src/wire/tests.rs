@@ -382,13 +382,20 @@ fn decoder_stays_failed() {
 fn data_writer_cuts_full_frames() {
     use std::io::Write;
     let payload: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
-    let mut w = DataWriter::new(9, 65_536, Vec::new());
+    let mut out = Vec::new();
+    let mut frames = 0;
+    let mut w = DataWriter::new(9, 65_536, |frame: Vec<u8>| {
+        out.extend_from_slice(&frame);
+        frames += 1;
+        Ok(())
+    });
     // Odd-sized writes, as bao-tree does (64-byte parents, 16 KiB groups).
     for piece in payload.chunks(777) {
         w.write_all(piece).expect("writes to a Vec");
     }
     assert_eq!(w.payload_written(), 300_000);
-    let out = w.finish().expect("writes to a Vec");
+    w.finish().expect("writes to a Vec");
+    assert_eq!(frames, 5, "each frame goes to the sink whole");
     let mut d = Decoder::new();
     d.push(&out);
     let mut back = Vec::new();
@@ -403,11 +410,55 @@ fn data_writer_cuts_full_frames() {
     assert_eq!(back, payload);
     assert_eq!(sizes, vec![65_536, 65_536, 65_536, 65_536, 37_856]);
 
-    let w = DataWriter::new(9, 1 << 30, Vec::new());
-    assert!(
-        w.finish().expect("writes").is_empty(),
-        "no payload, no frame"
-    );
+    let mut frames = 0;
+    let w = DataWriter::new(9, 1 << 30, |_| {
+        frames += 1;
+        Ok(())
+    });
+    w.finish().expect("writes");
+    assert_eq!(frames, 0, "no payload, no frame");
+}
+
+#[test]
+fn data_writer_frames_decode_whatever_the_header_size() {
+    use std::io::Write;
+    // Payloads on both sides of each varint boundary of the body length
+    // (128 and 16,384 bytes) and ids of 1 to 9 bytes: the last frame's
+    // header may be shorter than a full frame's.
+    for id in [0, 200, u64::MAX] {
+        for frame_payload in [100, 127, 16_383, 16_384, 65_536, MAX_DATA_PAYLOAD] {
+            for total in [1, 126, 127, 128, 16_380, 16_383, 16_384, 16_385, 70_000] {
+                let payload: Vec<u8> = (0..total).map(|i| (i * 7) as u8).collect();
+                let mut out = Vec::new();
+                let mut w = DataWriter::new(id, frame_payload, |f: Vec<u8>| {
+                    out.extend_from_slice(&f);
+                    Ok(())
+                });
+                w.write_all(&payload).expect("writes");
+                w.finish().expect("writes");
+                let mut d = Decoder::new();
+                d.push(&out);
+                let mut back = Vec::new();
+                while let Some(m) = d.decode_next().expect("decodes") {
+                    let Message::Data { id: got, data } = m else {
+                        panic!("not data: {m:?}")
+                    };
+                    assert_eq!(got, id);
+                    assert!(data.len() <= frame_payload);
+                    back.extend_from_slice(&data);
+                }
+                assert_eq!(
+                    d.buffered(),
+                    0,
+                    "id {id}, frames of {frame_payload}, {total} bytes"
+                );
+                assert_eq!(
+                    back, payload,
+                    "id {id}, frames of {frame_payload}, {total} bytes"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -476,7 +527,10 @@ fn worked_example_in_the_spec() {
         id: 1,
         status: Status::Ok,
     });
-    let mut w = DataWriter::new(1, MAX_DATA_PAYLOAD, &mut response);
+    let mut w = DataWriter::new(1, MAX_DATA_PAYLOAD, |f: Vec<u8>| {
+        response.extend_from_slice(&f);
+        Ok(())
+    });
     std::io::Write::write_all(&mut w, &payload).expect("writes");
     w.finish().expect("writes");
     response.extend(enc(&Message::End {
