@@ -115,14 +115,13 @@ pub fn run_rounds(
         .iter()
         .map(|c| Tally::new(c.tally_label()))
         .collect();
-    let mut name = String::new();
+    let name = &scenario.name;
     for round in 1..=rounds.runs {
         let plan = Scenario {
             seed: rounds.seed(scenario.seed, round),
             ..scenario.clone()
         }
         .plan()?;
-        name.clone_from(&plan.name);
         let mut reports: Vec<RunReport> = Vec::new();
         for (client, tally) in clients.iter().zip(&mut tallies) {
             let sub = rounds.run_dir(&client.label, round);
