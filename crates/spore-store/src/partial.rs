@@ -5,8 +5,13 @@
 //! groups is kept in memory and persisted by [`PartialBlob::flush`] only after
 //! the data and outboard files are synced, so after a crash the persisted
 //! bitfield never claims a group whose bytes are not on disk.
+//!
+//! A download flushes every second. Syncing a second of data takes the disk
+//! a good part of a second, so [`PartialBlob::flush_in_background`] does it
+//! on a thread of its own while verified groups go on being written; writing
+//! and syncing in turn left the disk idle half the time.
 
-use std::{io::Read, sync::Arc};
+use std::{io::Read, sync::Arc, thread::JoinHandle};
 
 use bao_tree::{
     ChunkRanges,
@@ -30,6 +35,9 @@ pub struct PartialBlob {
     pub(crate) outboard: PostOrderOutboard<Storage>,
     pub(crate) verified: Bitfield,
     pub(crate) dirty: bool,
+    /// The flush running on its own thread, if any: at most one at a time,
+    /// so bitfields are persisted in the order they were taken.
+    pub(crate) flushing: Option<JoinHandle<Result<(), StoreError>>>,
 }
 
 /// What one call to [`PartialBlob::ingest`] achieved.
@@ -146,18 +154,60 @@ impl PartialBlob {
         Ok(ingested)
     }
 
-    /// Makes the verified groups durable: data and outboard first, then the bitfield.
+    /// Makes the verified groups durable: data and outboard first, then the
+    /// bitfield. Waits for a flush running in the background first.
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        if !self.dirty {
+        self.wait_for_flush()?;
+        match self.take_flush() {
+            Some(flush) => flush.run(),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts making the groups verified so far durable on a thread of its
+    /// own, and returns at once. If the previous background flush is still
+    /// running, nothing starts (the next call catches up); if it failed, its
+    /// error is returned now.
+    pub fn flush_in_background(&mut self) -> Result<(), StoreError> {
+        if self.flushing.as_ref().is_some_and(|f| !f.is_finished()) {
             return Ok(());
         }
-        let what = format!("syncing {}", self.record.hash);
-        self.data.sync().map_err(StoreError::io(&what))?;
-        self.outboard.data.sync().map_err(StoreError::io(&what))?;
-        self.record.state = BlobState::Partial(self.verified.clone());
-        self.backend.put(&self.record)?;
-        self.dirty = false;
+        self.wait_for_flush()?;
+        if let Some(flush) = self.take_flush() {
+            let hash = self.record.hash;
+            let thread = std::thread::Builder::new()
+                .name("spore-flush".into())
+                .spawn(move || flush.run())
+                .map_err(StoreError::io(format!("starting to sync {hash}")))?;
+            self.flushing = Some(thread);
+        }
         Ok(())
+    }
+
+    /// Waits for the background flush, if one runs, and returns its result.
+    fn wait_for_flush(&mut self) -> Result<(), StoreError> {
+        match self.flushing.take().map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(result)) => result,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// What a flush of the groups verified now must sync and persist, or
+    /// `None` if nothing changed since the last one.
+    fn take_flush(&mut self) -> Option<Flush> {
+        if !self.dirty {
+            return None;
+        }
+        self.dirty = false;
+        let mut record = self.record.clone();
+        record.state = BlobState::Partial(self.verified.clone());
+        Some(Flush {
+            backend: self.backend.clone(),
+            record,
+            data: self.data.clone(),
+            outboard: self.outboard.data.clone(),
+        })
     }
 
     /// A reader over what is verified so far (unflushed groups included: their
@@ -201,5 +251,32 @@ impl PartialBlob {
             location: Location::Owned,
             tag: None,
         }
+    }
+}
+
+impl Drop for PartialBlob {
+    /// Waits for a background flush: whoever removes or reopens the blob
+    /// next must not see its bitfield persisted behind their back.
+    fn drop(&mut self) {
+        if let Err(e) = self.wait_for_flush() {
+            tracing::warn!(hash = %self.record.hash, "flushing a download: {e}");
+        }
+    }
+}
+
+/// One flush of a partial blob: what it syncs, then the record it persists.
+struct Flush {
+    backend: Arc<dyn Backend>,
+    record: BlobRecord,
+    data: Storage,
+    outboard: Storage,
+}
+
+impl Flush {
+    fn run(self) -> Result<(), StoreError> {
+        let what = format!("syncing {}", self.record.hash);
+        self.data.sync().map_err(StoreError::io(&what))?;
+        self.outboard.sync().map_err(StoreError::io(&what))?;
+        self.backend.put(&self.record)
     }
 }

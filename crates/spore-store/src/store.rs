@@ -657,6 +657,7 @@ impl Store {
             outboard: outboard::view(*hash, size, outboard_storage),
             verified,
             dirty: false,
+            flushing: None,
             record,
         })
     }

@@ -48,8 +48,12 @@ fn crash_test_child_process() {
         partial
             .ingest(&group_ranges(g), encoded.as_slice())
             .unwrap();
-        if i % 4 == 0 {
+        // Mostly in the background, as a download does; now and then
+        // inline, waiting for the one in flight.
+        if i % 16 == 0 {
             partial.flush().unwrap();
+        } else if i % 4 == 0 {
+            partial.flush_in_background().unwrap();
         }
     }
     partial.finish().unwrap();

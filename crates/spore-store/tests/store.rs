@@ -470,3 +470,53 @@ fn partial_progress_survives_reopening() {
     );
     assert_eq!(partial.finish().unwrap().read_all().unwrap(), bytes);
 }
+
+#[test]
+fn a_background_flush_persists_what_was_verified_when_it_began() {
+    let dir = TempDir::new().unwrap();
+    let root = dir.path().join("store");
+    let source = Store::in_memory();
+    let bytes = pattern(300_000, 12);
+    let added = source.add_bytes(&bytes, "x").unwrap();
+    let from = source.blob(&added.hash).unwrap();
+    let ingest = |partial: &mut spore_store::PartialBlob, groups: std::ops::Range<u64>| {
+        let ranges = ChunkRanges::from(ChunkNum(groups.start * 16)..ChunkNum(groups.end * 16));
+        let mut encoded = Vec::new();
+        from.encode(&ranges, &mut encoded).unwrap();
+        partial.ingest(&ranges, encoded.as_slice()).unwrap();
+    };
+    let persisted = |store: &Store| match &store.list().unwrap()[0].state {
+        BlobState::Partial(b) => b.ones_ranges().flatten().collect::<Vec<u64>>(),
+        other => panic!("not partial: {other:?}"),
+    };
+    {
+        let store = Store::open(&root).unwrap();
+        let mut partial = store
+            .partial(&added.hash, bytes.len() as u64, ContentKind::Blob)
+            .unwrap();
+        ingest(&mut partial, 0..4);
+        partial.flush_in_background().unwrap();
+        // Verified while the flush runs: not claimed until a later flush.
+        ingest(&mut partial, 10..12);
+        // Dropping the blob waits for the flush.
+    }
+    let store = Store::open(&root).unwrap();
+    assert_eq!(persisted(&store), (0..4).collect::<Vec<u64>>());
+    let mut partial = store
+        .partial(&added.hash, bytes.len() as u64, ContentKind::Blob)
+        .unwrap();
+    ingest(&mut partial, 4..8);
+    partial.flush_in_background().unwrap();
+    ingest(&mut partial, 8..10);
+    // Either starts a flush of 0..10 or finds the last one running and
+    // leaves it; `flush` then waits for whichever runs and syncs the rest.
+    partial.flush_in_background().unwrap();
+    partial.flush().unwrap();
+    assert_eq!(persisted(&store), (0..10).collect::<Vec<u64>>());
+    ingest(&mut partial, 10..19);
+    partial.flush_in_background().unwrap();
+    // Completion waits for the flush in flight, whose older bitfield must
+    // not overwrite the complete record after it.
+    assert_eq!(partial.finish().unwrap().read_all().unwrap(), bytes);
+    assert!(store.has_complete(&added.hash).unwrap());
+}

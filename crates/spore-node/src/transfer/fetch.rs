@@ -1202,7 +1202,7 @@ fn worker(
         let now = Instant::now();
         if now.duration_since(last_flush) >= FLUSH_EVERY {
             last_flush = now;
-            if let Err(e) = p.flush() {
+            if let Err(e) = p.flush_in_background() {
                 report(Done::Fatal(e.to_string()));
             }
         }
