@@ -3,8 +3,8 @@
 //! queued request first (see `spore_transfer::holders` for why).
 //!
 //! Each serve session joins as a [`Holding`] once it knows the blob's size,
-//! reports what its peer announces and each response it starts (see
-//! `serve::start_next`), and leaves on drop. Super-seeding keeps its own
+//! reports what its peer announces, what it has queued and each response it
+//! starts (see `serve::start_next`), and leaves on drop. Super-seeding keeps its own
 //! table inside its state machine, which must see the moment a group
 //! becomes held or unheld, and counts a group held once it is delivered.
 
@@ -74,6 +74,23 @@ impl Holding {
         lock(&self.shared.holders)
             .get(&self.hash)
             .and_then(|table| table.rarest(queued))
+    }
+}
+
+impl Holding {
+    /// The peer's queued requests now (their group ranges, in arrival order).
+    pub(super) fn set_queued<'a>(&self, queued: impl IntoIterator<Item = &'a Range<u64>>) {
+        if let Some(table) = lock(&self.shared.holders).get_mut(&self.hash) {
+            table.set_queued(&self.session, queued);
+        }
+    }
+
+    /// Whether sending `groups` would only copy what a peer holds already
+    /// while another peer waits for a group nobody holds: then it waits.
+    pub(super) fn copy_should_wait(&self, groups: &Range<u64>) -> bool {
+        lock(&self.shared.holders)
+            .get(&self.hash)
+            .is_some_and(|t| t.all_held(groups) && t.first_copies_queued(&self.session))
     }
 }
 

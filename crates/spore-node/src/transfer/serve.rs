@@ -16,6 +16,7 @@ use spore_net::{IncomingStreams, PeerId, Stream};
 use spore_store::{BlobState, ChunkNum, ChunkRanges};
 use spore_transfer::{
     choker::ChokeEvent,
+    holders::CopyWait,
     superseed::Reveal,
     wire::{
         self, DEFAULT_MAX_IN_FLIGHT, DataWriter, ErrorCode, MAX_DATA_PAYLOAD, MAX_HAVE_RANGES,
@@ -46,6 +47,9 @@ const PING_AFTER: Duration = Duration::from_secs(10);
 /// `HaveRanges` per verified batch cost a few percent of a swarm's bytes and
 /// CPU, and a peer gains little from hearing of a group 200 ms sooner.
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
+/// A copy that waits for first copies to other peers (see
+/// `Holding::copy_should_wait` and `CopyWait`) looks again this often.
+const COPY_RETRY: Duration = Duration::from_millis(20);
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -331,6 +335,10 @@ async fn serve_inner(
     let mut queue: VecDeque<wire::Request> = VecDeque::new();
     let mut sending: Option<Sending> = None;
     let mut next: Option<Sending> = None;
+    // A copy waiting for first copies elsewhere: when to look again, and
+    // since when it waits.
+    let mut copy_retry: Option<tokio::time::Instant> = None;
+    let mut copy_wait = CopyWait::default();
     let mut last_heard = Instant::now();
     let mut last_sent = Instant::now();
     let mut view_rx = match &source {
@@ -368,6 +376,7 @@ async fn serve_inner(
                             announce_reveal(wr, hash, s, false).await?;
                         }
                         queue.push_back(req);
+                        note_queue(holding.as_ref(), &queue);
                     }
                     Message::Cancel { id } => {
                         let queued = queue
@@ -375,6 +384,9 @@ async fn serve_inner(
                             .position(|r| r.id == id)
                             .and_then(|pos| queue.remove(pos))
                             .is_some();
+                        if queued {
+                            note_queue(holding.as_ref(), &queue);
+                        }
                         let prepared = next.take_if(|s| s.id == id);
                         let unstarted = queued || prepared.is_some();
                         if let Some(s) = prepared {
@@ -464,12 +476,13 @@ async fn serve_inner(
                 }
             }
             // Start the next response when idle and nothing from the peer waits.
-            _ = std::future::ready(()), if sending.is_none() && (next.is_some() || !queue.is_empty()) => {
+            _ = std::future::ready(()), if sending.is_none() && (next.is_some() || !queue.is_empty()) && copy_retry.is_none() => {
                 let started = match next.take() {
                     Some(s) => Ok(s),
                     None => {
-                        let next = start_next(shared, peer, &mut source, &mut blob, unchoked, &mut queue, holding.as_ref());
-                        let Some((id, started)) = next else { continue };
+                        let may_wait = copy_wait.may_wait(Instant::now());
+                        let next = start_next(shared, peer, &mut source, &mut blob, unchoked, &mut queue, holding.as_ref(), may_wait);
+                        let Some((id, started)) = waited(next, &mut copy_retry, &mut copy_wait) else { continue };
                         started.map_err(|status| (id, status))
                     }
                 };
@@ -483,9 +496,10 @@ async fn serve_inner(
                 last_sent = Instant::now();
             }
             // Encode the request after the one being sent, ahead of time.
-            _ = std::future::ready(()), if sending.is_some() && next.is_none() && !queue.is_empty() => {
-                let started = start_next(shared, peer, &mut source, &mut blob, unchoked, &mut queue, holding.as_ref());
-                let Some((id, started)) = started else { continue };
+            _ = std::future::ready(()), if sending.is_some() && next.is_none() && !queue.is_empty() && copy_retry.is_none() => {
+                let may_wait = copy_wait.may_wait(Instant::now());
+                let started = start_next(shared, peer, &mut source, &mut blob, unchoked, &mut queue, holding.as_ref(), may_wait);
+                let Some((id, started)) = waited(started, &mut copy_retry, &mut copy_wait) else { continue };
                 match started {
                     Ok(s) => next = Some(s),
                     Err(status) => {
@@ -520,6 +534,7 @@ async fn serve_inner(
                             abort(shared, peer, s).await;
                         }
                         unstarted.extend(queue.drain(..).map(|r| r.id));
+                        note_queue(holding.as_ref(), &queue);
                         for id in unstarted {
                             let msg = Message::Response { id, status: Status::Choked };
                             session.send(&msg).map_err(violation)?;
@@ -548,6 +563,9 @@ async fn serve_inner(
                 {
                     last_sent = Instant::now();
                 }
+            }
+            _ = sleep_until_some(copy_retry) => {
+                copy_retry = None;
             }
             _ = sleep_until_some(lone_until) => {
                 lone_until = None;
@@ -625,14 +643,27 @@ async fn serve_inner(
     result
 }
 
+/// What [`start_next`] did.
+enum Next {
+    /// Nothing is queued.
+    Empty,
+    /// The rarest queued request is a copy, and another peer waits for a
+    /// first copy: nothing starts now.
+    CopyWaits,
+    /// This request started (or the status refusing it).
+    Started(u64, Result<Sending, Status>),
+}
+
 /// Starts the queued request to serve next: the peer's rarest (see
 /// [`Holding::rarest`]), or the oldest when nothing is known of what it
-/// holds. Returns its id and the response, or the status refusing it; `None`
-/// when nothing is queued.
+/// holds. With `may_wait`, a request that would only copy what others hold
+/// waits while another peer waits for a first copy
+/// ([`Holding::copy_should_wait`]).
 ///
 /// A response we start counts as held by the peer from then on (not once
 /// sent): two sessions would otherwise send the same rare group side by
 /// side, and a lone holder's upload is what keeps its groups in the swarm.
+#[allow(clippy::too_many_arguments)]
 fn start_next(
     shared: &Arc<Shared>,
     peer: PeerId,
@@ -641,16 +672,56 @@ fn start_next(
     unchoked: bool,
     queue: &mut VecDeque<wire::Request>,
     holding: Option<&Holding>,
-) -> Option<(u64, Result<Sending, Status>)> {
-    let rarest = holding.and_then(|h| h.rarest(queue.iter().map(|r| &r.groups)));
-    let req = queue.remove(rarest.unwrap_or(0))?;
+    may_wait: bool,
+) -> Next {
+    let pick = holding
+        .and_then(|h| h.rarest(queue.iter().map(|r| &r.groups)))
+        .unwrap_or(0);
+    let Some(groups) = queue.get(pick).map(|r| r.groups.clone()) else {
+        return Next::Empty;
+    };
+    if may_wait && unchoked && holding.is_some_and(|h| h.copy_should_wait(&groups)) {
+        return Next::CopyWaits;
+    }
+    let Some(req) = queue.remove(pick) else {
+        return Next::Empty;
+    };
+    note_queue(holding, queue);
     let started = start_request(shared, peer, source, blob, unchoked, &req);
     if started.is_ok()
         && let Some(h) = holding
     {
         h.on_have(req.groups.clone());
     }
-    Some((req.id, started))
+    Next::Started(req.id, started)
+}
+
+/// Follows what [`start_next`] did on the clock of a waiting copy: it looks
+/// again after [`COPY_RETRY`]. The started request, if one did.
+fn waited(
+    next: Next,
+    retry: &mut Option<tokio::time::Instant>,
+    copy_wait: &mut CopyWait,
+) -> Option<(u64, Result<Sending, Status>)> {
+    match next {
+        Next::Empty => None,
+        Next::CopyWaits => {
+            *retry = Some(tokio::time::Instant::now() + COPY_RETRY);
+            copy_wait.waiting(Instant::now());
+            None
+        }
+        Next::Started(id, started) => {
+            copy_wait.started(Instant::now());
+            Some((id, started))
+        }
+    }
+}
+
+/// Tells the blob's holder table what the peer has queued now.
+fn note_queue(holding: Option<&Holding>, queue: &VecDeque<wire::Request>) {
+    if let Some(h) = holding {
+        h.set_queued(queue.iter().map(|r| &r.groups));
+    }
 }
 
 /// After a complete blob failed to encode: re-hashes it (the store marks a
