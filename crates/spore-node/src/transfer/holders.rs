@@ -4,9 +4,10 @@
 //!
 //! Each serve session joins as a [`Holding`] once it knows the blob's size,
 //! reports what its peer announces, what it has queued and each response it
-//! starts (see `serve::start_next`), and leaves on drop. Super-seeding keeps its own
-//! table inside its state machine, which must see the moment a group
-//! becomes held or unheld, and counts a group held once it is delivered.
+//! starts (see `serve::start_next`), and leaves on drop. Super-seeding keeps
+//! its own table inside its state machine, which must see the moment a
+//! group becomes held or unheld, and counts a group held once it is
+//! delivered.
 
 use std::{collections::HashMap, ops::Range, sync::Arc};
 
@@ -75,9 +76,7 @@ impl Holding {
             .get(&self.hash)
             .and_then(|table| table.rarest(queued))
     }
-}
 
-impl Holding {
     /// The peer's queued requests now (their group ranges, in arrival order).
     pub(super) fn set_queued<'a>(&self, queued: impl IntoIterator<Item = &'a Range<u64>>) {
         if let Some(table) = lock(&self.shared.holders).get_mut(&self.hash) {
