@@ -1,6 +1,7 @@
 //! Property tests of the scheduler: random peers, random have-sets and a
 //! random sequence of events (deliveries, failures, departures, bad data,
-//! time jumps, seeks), then an honest finish.
+//! time jumps, seeks, groups a source withdraws and announces again), then
+//! an honest finish.
 //!
 //! Properties: a peer is never asked for a group twice at once; a verified
 //! group is never requested; a peer is never asked for a group it lacks;
@@ -39,7 +40,7 @@ fn case() -> impl Strategy<Value = Case> {
         .prop_flat_map(|(groups, tail, n, liar, seed, piece_groups)| {
             (
                 prop::collection::vec(prop::collection::vec(any::<bool>(), groups as usize), n),
-                prop::collection::vec((0u8..8, 0..n + 1, any::<u16>()), 0..150),
+                prop::collection::vec((0u8..9, 0..n + 1, any::<u16>()), 0..150),
             )
                 .prop_map(move |(peers, ops)| Case {
                     groups,
@@ -126,7 +127,7 @@ fn run(c: Case) -> Result<(), TestCaseError> {
     }
     for (i, h) in haves.iter().enumerate() {
         s.add_peer(i, t0).unwrap();
-        s.on_bitfield(&i, h.clone()).unwrap();
+        s.on_bitfield(&i, h.clone(), t0).unwrap();
     }
     let liar = (c.liar && n > 1).then_some(n - 1);
     let mut d = Driver {
@@ -154,9 +155,38 @@ fn run(c: Case) -> Result<(), TestCaseError> {
                     d.s.remove_peer(&p, d.now);
                     d.connected[p] = false;
                 } else if d.s.add_peer(p, d.now).is_ok() {
-                    d.s.on_bitfield(&p, d.haves[p].clone()).unwrap();
+                    d.s.on_bitfield(&p, d.haves[p].clone(), d.now).unwrap();
                     d.connected[p] = true;
                 }
+            }
+            8 if d.connected[p] => {
+                // The source withdraws a stretch (super-seeding hands it to
+                // another peer), then announces it again.
+                let n = d.s.group_count();
+                let start = u64::from(arg) % n;
+                let end = (start + u64::from(arg % 17) + 1).min(n);
+                let mut less = d.haves[p].clone();
+                for g in start..end {
+                    less.clear(g);
+                }
+                let before: Vec<RequestId> = d.s.outstanding(&p).iter().map(|r| r.id).collect();
+                // (A banned liar is no longer known.)
+                let Ok(cancels) = d.s.on_bitfield(&p, less, d.now) else {
+                    continue;
+                };
+                d.s.check_invariants().map_err(TestCaseError::fail)?;
+                for r in &cancels {
+                    prop_assert!(r.groups.start < end && start < r.groups.end);
+                    prop_assert!(before.contains(&r.id));
+                }
+                let after = d.s.outstanding(&p);
+                prop_assert_eq!(after.len() + cancels.len(), before.len());
+                prop_assert!(
+                    after
+                        .iter()
+                        .all(|r| r.groups.end <= start || end <= r.groups.start)
+                );
+                d.s.on_bitfield(&p, d.haves[p].clone(), d.now).unwrap();
             }
             6 => {
                 d.now += Duration::from_millis(u64::from(arg) * 4);
@@ -175,7 +205,7 @@ fn run(c: Case) -> Result<(), TestCaseError> {
     }
     if !d.connected[0] {
         d.s.add_peer(0, d.now).unwrap();
-        d.s.on_bitfield(&0, d.haves[0].clone()).unwrap();
+        d.s.on_bitfield(&0, d.haves[0].clone(), d.now).unwrap();
     }
     let honest: Vec<usize> = (0..n).filter(|&p| Some(p) != liar).collect();
     let mut idle_rounds = 0;

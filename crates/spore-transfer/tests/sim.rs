@@ -141,7 +141,7 @@ impl Sim {
                 .has
                 .clone()
                 .unwrap_or_else(|| Bitfield::full(groups));
-            sim.s.on_bitfield(&i, has).unwrap();
+            sim.s.on_bitfield(&i, has, t0).unwrap();
             sim.s.on_rtt(&i, sim.peers[i].spec.rtt);
             if let Some(at) = sim.peers[i].spec.leaves_at {
                 sim.at(at, Ev::Leave(i));

@@ -692,7 +692,14 @@ impl Controller {
                 return;
             }
         }
-        let _ = sched.on_bitfield(&peer, bits);
+        // A super-seed may withdraw groups to hand them to another peer:
+        // what we asked of it for those goes back to be asked elsewhere.
+        if let Ok(withdrawn) = sched.on_bitfield(&peer, bits, Instant::now())
+            && !withdrawn.is_empty()
+        {
+            tracing::debug!(hash = %self.hash, %peer, requests = withdrawn.len(), "source withdrew groups");
+            self.send_cancels(withdrawn);
+        }
     }
 
     /// Without a size: pick one and verify the last group.

@@ -531,8 +531,16 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         Some(state.stats)
     }
 
-    /// The peer's full have-set (replaces what it announced before).
-    pub fn on_bitfield(&mut self, peer: &P, has: Bitfield) -> Result<(), PeerError> {
+    /// The peer's full have-set (replaces what it announced before). A
+    /// source may withdraw groups (a super-seed hands them to another peer,
+    /// or it lost data): its requests that cover any of them are dropped and
+    /// returned, to cancel.
+    pub fn on_bitfield(
+        &mut self,
+        peer: &P,
+        has: Bitfield,
+        now: Instant,
+    ) -> Result<Vec<Request<P>>, PeerError> {
         if has.len() != self.groups {
             return Err(PeerError::WrongLength {
                 expected: self.groups,
@@ -554,10 +562,19 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
                 self.count_holder(g, true);
             }
         }
-        if let Some(p) = self.peers[slot].as_mut() {
-            p.has = has;
+        let Some(p) = self.peers[slot].as_mut() else {
+            return Err(PeerError::Unknown);
+        };
+        p.has = has;
+        let withdrawn: Vec<usize> = (p.queue.iter().enumerate())
+            .filter(|(_, r)| r.groups.clone().any(|g| !p.can_take(g)))
+            .map(|(i, _)| i)
+            .collect();
+        let mut cancels = Vec::with_capacity(withdrawn.len());
+        for pos in withdrawn.into_iter().rev() {
+            cancels.extend(self.drop_request(slot, pos, now));
         }
-        Ok(())
+        Ok(cancels)
     }
 
     /// The peer announced it now has `groups` (ranges past the blob are clipped).

@@ -24,7 +24,7 @@ fn sched(groups: u64, config: SchedulerConfig, seed: u64) -> Scheduler<u32> {
 
 fn seed_peer(s: &mut Scheduler<u32>, peer: u32, now: Instant) {
     s.add_peer(peer, now).unwrap();
-    s.on_bitfield(&peer, Bitfield::full(s.group_count()))
+    s.on_bitfield(&peer, Bitfield::full(s.group_count()), now)
         .unwrap();
 }
 
@@ -159,7 +159,7 @@ fn rarest_first_after_random_phase() {
     s.add_peer(2, t0).unwrap();
     let mut half = Bitfield::new(64);
     half.set_range(0..32);
-    s.on_bitfield(&2, half).unwrap();
+    s.on_bitfield(&2, half, t0).unwrap();
     let a = s.requests_for(&1, t0);
     assert_eq!(groups_of(&a.requests).len(), 8);
     assert!(
@@ -167,6 +167,45 @@ fn rarest_first_after_random_phase() {
         "took common groups first: {:?}",
         a.requests
     );
+}
+
+/// A source that withdraws groups (a super-seed handing them to another
+/// peer) is no longer asked for them: its requests covering any of them come
+/// back to cancel, the rest stay, and the withdrawn groups are open again
+/// for whoever holds them.
+#[test]
+fn withdrawn_groups_cancel_the_requests_that_cover_them() {
+    let cfg = SchedulerConfig {
+        piece_groups: Some(4),
+        min_queue_bytes: 16 * GROUP_SIZE,
+        min_request_groups: 4,
+        max_request_groups: 4,
+        ..config()
+    };
+    let mut s = sched(64, cfg, 1);
+    let t0 = Instant::now();
+    seed_peer(&mut s, 1, t0);
+    let asked = s.requests_for(&1, t0).requests;
+    assert_eq!(groups_of(&asked).len(), 16);
+    let victim = asked[1].groups.clone();
+    let mut less = Bitfield::full(64);
+    less.clear(victim.start + 1);
+    let cancels = s.on_bitfield(&1, less, t0).unwrap();
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].id, asked[1].id);
+    assert_eq!(s.outstanding(&1).len(), asked.len() - 1);
+    s.check_invariants().unwrap();
+    // Another peer that holds the withdrawn group gets it.
+    s.add_peer(2, t0).unwrap();
+    let mut has = Bitfield::new(64);
+    has.set_range(victim.clone());
+    s.on_bitfield(&2, has, t0).unwrap();
+    let taken = groups_of(&s.requests_for(&2, t0).requests);
+    assert!(taken.contains(&(victim.start + 1)), "{taken:?}");
+    // Asked again of peer 1, its requests avoid the withdrawn group.
+    let again = groups_of(&s.requests_for(&1, t0).requests);
+    assert!(!again.contains(&(victim.start + 1)));
+    s.check_invariants().unwrap();
 }
 
 /// A group only one peer holds outranks a piece that is rarer on average:
@@ -198,7 +237,7 @@ fn a_group_one_peer_alone_holds_comes_first() {
             (3, holding(&[(0, 3)])),
         ] {
             s.add_peer(peer, t0).unwrap();
-            s.on_bitfield(&peer, has).unwrap();
+            s.on_bitfield(&peer, has, t0).unwrap();
         }
         s
     };
@@ -232,7 +271,7 @@ fn downloaders_spread_over_the_groups_a_lone_holder_has() {
             s.add_peer(1, t0).unwrap();
             let mut has = Bitfield::new(128);
             has.set_range(0..64);
-            s.on_bitfield(&1, has).unwrap();
+            s.on_bitfield(&1, has, t0).unwrap();
             let a = s.requests_for(&1, t0);
             s.check_invariants().unwrap();
             a.requests[0].groups.start
@@ -254,7 +293,7 @@ fn never_asks_a_peer_for_what_it_lacks() {
     for g in (0..200).filter(|g| g % 3 == 0) {
         has.set(g);
     }
-    s.on_bitfield(&1, has.clone()).unwrap();
+    s.on_bitfield(&1, has.clone(), t0).unwrap();
     let a = s.requests_for(&1, t0);
     assert!(!a.requests.is_empty());
     assert!(groups_of(&a.requests).iter().all(|&g| has.get(g)));
@@ -710,7 +749,7 @@ fn peer_table_is_bounded() {
     assert_eq!(s.add_peer(3, t0), Err(PeerError::Full(2)));
     assert_eq!(s.add_peer(2, t0), Err(PeerError::AlreadyAdded));
     assert!(matches!(
-        s.on_bitfield(&1, Bitfield::new(9)),
+        s.on_bitfield(&1, Bitfield::new(9), t0),
         Err(PeerError::WrongLength { .. })
     ));
 }
