@@ -56,10 +56,6 @@ pub struct SuperSeedConfig {
     pub min_groups: u64,
     /// A peer alone with us this long is told everything.
     pub lone_grace: Duration,
-    /// A peer idle with us this long, with nothing left to tell it, takes
-    /// over a piece from the peer with the most first copies still to come
-    /// from us (see [`SuperSeed::poll`]).
-    pub handover_idle: Duration,
 }
 
 impl Default for SuperSeedConfig {
@@ -70,7 +66,6 @@ impl Default for SuperSeedConfig {
             max_peers: 256,
             min_groups: 256,
             lone_grace: Duration::from_millis(200),
-            handover_idle: Duration::from_millis(250),
         }
     }
 }
@@ -95,9 +90,6 @@ struct PeerState {
     told: Bitfield,
     /// Told, not yet taken by the session.
     pending: Vec<u32>,
-    /// Told and announced, then handed to another peer: the session must
-    /// withdraw them.
-    withdrawn: Vec<u32>,
     /// The last group, which proves the blob's size, is still to be told.
     size_proof_pending: bool,
     /// Told and not requested since.
@@ -223,7 +215,6 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 all_pending: all,
                 told: Bitfield::new(pieces),
                 pending: Vec::new(),
-                withdrawn: Vec::new(),
                 size_proof_pending: !all,
                 unrequested: BTreeSet::new(),
                 sent: Bitfield::new(pieces),
@@ -270,12 +261,9 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
     ///
     /// [`take_reveal`]: Self::take_reveal
     pub fn has_reveal(&self, peer: &P) -> bool {
-        self.peers.get(peer).is_some_and(|s| {
-            s.all_pending
-                || s.size_proof_pending
-                || !s.pending.is_empty()
-                || !s.withdrawn.is_empty()
-        })
+        self.peers
+            .get(peer)
+            .is_some_and(|s| s.all_pending || s.size_proof_pending || !s.pending.is_empty())
     }
 
     /// The first peer is told everything once it has been alone for
@@ -431,122 +419,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             }
             self.refill(&peer, true);
         }
-        self.hand_over(now) || refilled
-    }
-
-    /// Peers idle with us for `handover_idle`, with nothing told left to
-    /// ask for, each take over one piece from the peer with the most groups
-    /// still to come from us, if it has two pieces' worth or more.
-    ///
-    /// Why: every piece is told to one peer, so the last first copies run
-    /// on the connections of the peers told them last, whatever their
-    /// speed. A leecher whose upload is saturated delays its own ACKs, and
-    /// our connection to it crawls: a churn run's seed sent 20 Mbit/s of
-    /// its 50 for 2.5 s, its last first copies queued behind one such
-    /// peer, while the others had nothing to ask of it, and it left before
-    /// they were sent. The piece is withdrawn from the slow peer (it
-    /// cancels its requests) and told to the idle one.
-    fn hand_over(&mut self, now: Instant) -> bool {
-        let lone = self.lone.as_ref().map(|(p, _)| p.clone());
-        let hungry: Vec<P> = self
-            .peers
-            .iter()
-            .filter(|(p, s)| {
-                !s.all
-                    && Some(*p) != lone.as_ref()
-                    && s.idle
-                    && s.unrequested.is_empty()
-                    && now.saturating_duration_since(s.idle_since) >= self.config.handover_idle
-            })
-            .map(|(p, _)| p.clone())
-            .collect();
-        let mut moved = false;
-        for taker in hungry {
-            let Some((donor, piece)) = self.handover_piece(&taker) else {
-                continue;
-            };
-            if let Some(state) = self.peers.get_mut(&donor) {
-                state.told.clear(piece);
-                if state.unrequested.remove(&(piece as u32)) {
-                    self.promised[piece as usize] -= 1;
-                }
-                if state.sent.get(piece) {
-                    state.sent.clear(piece);
-                    self.copies[piece as usize] -= 1;
-                }
-                match state.pending.iter().position(|&p| u64::from(p) == piece) {
-                    Some(i) => {
-                        state.pending.swap_remove(i);
-                    }
-                    None => state.withdrawn.push(piece as u32),
-                }
-            }
-            if let Some(state) = self.peers.get_mut(&taker) {
-                state.told.set(piece);
-                state.unrequested.insert(piece as u32);
-                state.pending.push(piece as u32);
-                state.idle_since = now;
-                self.promised[piece as usize] += 1;
-            }
-            moved = true;
-        }
-        moved
-    }
-
-    /// The piece `taker` should take over, and from whom: of the peer with
-    /// the most groups nobody holds in pieces told to it (two pieces' worth
-    /// at least), the piece with the most such groups, not yet requested
-    /// if it can be. Never the last piece (every peer was told its last
-    /// group, the size proof).
-    fn handover_piece(&self, taker: &P) -> Option<(P, u64)> {
-        let last = self.piece_of(self.groups - 1);
-        let backlog = |s: &PeerState| -> u64 {
-            s.told
-                .ones_ranges()
-                .flatten()
-                .filter(|&p| p != last)
-                .map(|p| u64::from(self.missing[p as usize]))
-                .sum()
-        };
-        let (donor, state) = self
-            .peers
-            .iter()
-            .filter(|(p, s)| *p != taker && !s.all)
-            .map(|(p, s)| (p, s, backlog(s)))
-            .filter(|&(_, _, b)| b >= 2 * self.piece_groups)
-            .max_by_key(|&(_, _, b)| b)
-            .map(|(p, s, _)| (p, s))?;
-        let taken = &self.peers.get(taker)?.told;
-        let piece = state
-            .told
-            .ones_ranges()
-            .flatten()
-            .filter(|&p| p != last && self.missing[p as usize] > 0 && !taken.get(p))
-            .max_by_key(|&p| {
-                (
-                    state.unrequested.contains(&(p as u32)),
-                    self.missing[p as usize],
-                )
-            })?;
-        Some((donor.clone(), piece))
-    }
-
-    /// The groups the peer's session must withdraw (announce, in `Have`
-    /// slices with their bits clear, that we do not have them): pieces told
-    /// to it and handed to another peer.
-    pub fn take_withdrawals(&mut self, peer: &P) -> Vec<Range<u64>> {
-        let Some(state) = self.peers.get_mut(peer) else {
-            return Vec::new();
-        };
-        let mut pieces = std::mem::take(&mut state.withdrawn);
-        pieces.sort_unstable();
-        pieces
-            .into_iter()
-            .map(|p| {
-                let start = u64::from(p) * self.piece_groups;
-                start..(start + self.piece_groups).min(self.groups)
-            })
-            .collect()
+        refilled
     }
 
     /// What the peer's session must announce now.
@@ -1148,83 +1021,6 @@ mod tests {
         s.check_invariants();
     }
 
-    /// Requests and delivers every piece told to `peer`.
-    fn fetch_all(s: &mut SuperSeed<u32>, peer: u32, pieces: &[u64], now: Instant) {
-        for &p in pieces {
-            s.on_request(&peer, p * 64..(p + 1) * 64, now);
-            s.on_delivered(&peer, p * 64..(p + 1) * 64);
-        }
-    }
-
-    /// The last first copies queued behind one slow peer: a peer idle with
-    /// us and told nothing more takes over one of its pieces after
-    /// `handover_idle`; the slow peer is told to withdraw it, and asking
-    /// for it anyway counts as no copy.
-    #[test]
-    fn an_idle_peer_takes_over_a_slow_peers_piece() {
-        let mut s = small_seeder(5);
-        let t0 = Instant::now();
-        let windows = swarm(&mut s, 3, t0);
-        // Peers 0, 1 and 3 got their pieces; peer 2 asked for its pieces
-        // and got only half of its first one.
-        for p in [0, 1, 3] {
-            fetch_all(&mut s, p, &windows[&p], t0);
-            assert_eq!(told(&mut s, p), Vec::<u64>::new(), "nothing left to tell");
-        }
-        let slow = windows[&2].clone();
-        for &p in &slow {
-            s.on_request(&2, p * 64..(p + 1) * 64, t0);
-        }
-        s.on_delivered(&2, slow[0] * 64..slow[0] * 64 + 32);
-        s.set_idle(&1, true, t0);
-        s.check_invariants();
-        let at = t0 + s.config().handover_idle;
-        assert!(!s.poll(at - Duration::from_millis(1)));
-        assert!(s.poll(at));
-        let withdrawn = s.take_withdrawals(&2);
-        assert_eq!(withdrawn.len(), 1);
-        let piece = withdrawn[0].start / 64;
-        assert_eq!(withdrawn[0], piece * 64..(piece + 1) * 64);
-        assert!(
-            slow.contains(&piece) && piece != slow[0],
-            "{piece} of {slow:?}"
-        );
-        assert_eq!(told(&mut s, 1), vec![piece]);
-        assert!(s.take_withdrawals(&2).is_empty(), "withdrawn once");
-        s.check_invariants();
-        // Peer 2's request crossed the withdrawal: no copy, and nobody else
-        // is told the piece.
-        s.on_request(&2, piece * 64..(piece + 1) * 64, at);
-        s.check_invariants();
-        // The taker asks, so it is not idle: nothing more moves.
-        s.on_request(&1, piece * 64..(piece + 1) * 64, at);
-        s.set_idle(&1, false, at);
-        assert!(!s.poll(at + Duration::from_secs(5)));
-        s.check_invariants();
-    }
-
-    /// A peer with less than two pieces to come from us keeps them: moving
-    /// its last piece would only move the wait.
-    #[test]
-    fn a_short_backlog_is_not_handed_over() {
-        let mut s = small_seeder(6);
-        let t0 = Instant::now();
-        let windows = swarm(&mut s, 3, t0);
-        for p in [0, 1, 3] {
-            fetch_all(&mut s, p, &windows[&p], t0);
-        }
-        let slow = windows[&2].clone();
-        let (left, done) = slow.split_at(1);
-        fetch_all(&mut s, 2, done, t0);
-        s.on_request(&2, left[0] * 64..(left[0] + 1) * 64, t0);
-        s.set_idle(&1, true, t0);
-        // (Short of `stall`, after which poll reports the idle peer's
-        // fresh, empty, window.)
-        assert!(!s.poll(t0 + Duration::from_millis(900)));
-        assert!(s.take_withdrawals(&2).is_empty());
-        s.check_invariants();
-    }
-
     #[test]
     fn followed_peers_are_bounded() {
         let config = SuperSeedConfig {
@@ -1261,7 +1057,6 @@ mod tests {
                         s.poll(now);
                     }
                     4 => {
-                        let _ = s.take_withdrawals(&peer);
                         let _ = s.take_reveal(&peer);
                     }
                     5 if rng.below(8) == 0 => s.on_dont_have(&peer),

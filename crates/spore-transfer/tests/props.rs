@@ -160,8 +160,8 @@ fn run(c: Case) -> Result<(), TestCaseError> {
                 }
             }
             8 if d.connected[p] => {
-                // The source withdraws a stretch (super-seeding hands it to
-                // another peer), then announces it again.
+                // The source withdraws a stretch (it lost data, say), then
+                // announces it again.
                 let n = d.s.group_count();
                 let start = u64::from(arg) % n;
                 let end = (start + u64::from(arg % 17) + 1).min(n);

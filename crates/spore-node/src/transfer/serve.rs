@@ -19,8 +19,8 @@ use spore_transfer::{
     holders::CopyWait,
     superseed::Reveal,
     wire::{
-        self, DEFAULT_MAX_IN_FLIGHT, DataWriter, ErrorCode, HaveSlice, MAX_DATA_PAYLOAD,
-        MAX_HAVE_RANGES, Message, Session, Status,
+        self, DEFAULT_MAX_IN_FLIGHT, DataWriter, ErrorCode, MAX_DATA_PAYLOAD, MAX_HAVE_RANGES,
+        Message, Session, Status,
     },
 };
 use tokio::{
@@ -115,12 +115,7 @@ async fn refuse(stream: Stream, why: &'static str) {
     w.close_with(ErrorCode::Refused, why).await;
 }
 
-/// How often the choker and super-seeding look at the time: a super-seed's
-/// idle peers take over pieces after 250 ms (`handover_idle`).
-const CLOCK_TICK: Duration = Duration::from_millis(100);
-
-/// Rechokes on the choker's schedule, refills stalled super-seeding windows
-/// and hands pieces to idle peers.
+/// Rechokes on the choker's schedule, and refills stalled super-seeding windows.
 pub(super) async fn choker_clock(shared: Arc<Shared>) {
     loop {
         let now = Instant::now();
@@ -129,7 +124,7 @@ pub(super) async fn choker_clock(shared: Arc<Shared>) {
         superseed::poll(&shared, now);
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
-            _ = tokio::time::sleep(CLOCK_TICK) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
@@ -764,13 +759,6 @@ async fn announce_reveal(
     first: bool,
 ) -> Result<(), Close> {
     let size = seeding.size();
-    if !first {
-        for groups in seeding.withdrawals() {
-            if let Some(slice) = HaveSlice::none(hash, size, groups) {
-                wr.send(&Message::Have(slice)).await?;
-            }
-        }
-    }
     match seeding.reveal() {
         Reveal::Nothing if !first => {}
         Reveal::All | Reveal::Nothing => wr.send(&Message::HaveAll { hash, size }).await?,

@@ -122,18 +122,6 @@ impl Seeding {
         reveal
     }
 
-    /// What this session must withdraw now: groups told to its peer and
-    /// handed to another peer since.
-    pub(super) fn withdrawals(&self) -> Vec<Range<u64>> {
-        let withdrawn = lock(&self.shared.super_seeds)
-            .get_mut(&self.hash)
-            .map_or_else(Vec::new, |b| b.machine.take_withdrawals(&self.session));
-        if !withdrawn.is_empty() {
-            tracing::debug!(session = self.session, ?withdrawn, "super-seed withdraws");
-        }
-        withdrawn
-    }
-
     /// The peer requested `groups`.
     pub(super) fn on_request(&self, groups: Range<u64>, now: Instant) {
         tracing::trace!(session = self.session, ?groups, "super-seed request");

@@ -532,9 +532,8 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
     }
 
     /// The peer's full have-set (replaces what it announced before). A
-    /// source may withdraw groups (a super-seed hands them to another peer,
-    /// or it lost data): its requests that cover any of them are dropped and
-    /// returned, to cancel.
+    /// source may withdraw groups (it lost data, say): its requests that
+    /// cover any of them are dropped and returned, to cancel.
     pub fn on_bitfield(
         &mut self,
         peer: &P,

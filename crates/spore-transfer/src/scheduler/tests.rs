@@ -169,8 +169,8 @@ fn rarest_first_after_random_phase() {
     );
 }
 
-/// A source that withdraws groups (a super-seed handing them to another
-/// peer) is no longer asked for them: its requests covering any of them come
+/// A source that withdraws groups (it lost data, say) is no longer asked
+/// for them: its requests covering any of them come
 /// back to cancel, the rest stay, and the withdrawn groups are open again
 /// for whoever holds them.
 #[test]

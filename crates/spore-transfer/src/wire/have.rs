@@ -72,27 +72,6 @@ impl HaveSlice {
         })
     }
 
-    /// A slice saying the sender has none of `groups` (a withdrawal), or
-    /// `None` if `groups` is empty or not whole bytes of the bitfield (its
-    /// start and end multiples of 8, or the end the blob's last group).
-    pub fn none(hash: Hash, size: u64, groups: std::ops::Range<u64>) -> Option<Self> {
-        let n = group_count(size);
-        let aligned = groups.start.is_multiple_of(8)
-            && (groups.end.is_multiple_of(8) || groups.end == n)
-            && groups.start < groups.end
-            && groups.end <= n;
-        if !aligned {
-            return None;
-        }
-        let bytes = (groups.end - groups.start).div_ceil(8);
-        (bytes <= MAX_HAVE_BYTES as u64).then(|| HaveSlice {
-            hash,
-            size,
-            start: groups.start,
-            bits: Bytes::from(vec![0u8; bytes as usize]),
-        })
-    }
-
     /// Sets `bitfield`'s bits for the groups of this slice to exactly what it
     /// says. `bitfield` must have `group_count(self.size)` bits.
     pub fn apply(&self, bitfield: &mut Bitfield) {

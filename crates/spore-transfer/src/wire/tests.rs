@@ -491,38 +491,6 @@ fn have_messages_cover_the_bitfield() {
     );
 }
 
-/// A withdrawal is a `Have` slice with its bits clear: it decodes, and
-/// clears exactly its groups; unaligned stretches have none.
-#[test]
-fn a_withdrawal_clears_exactly_its_groups() {
-    let size = 100 * GROUP_SIZE - 3;
-    let n = group_count(size);
-    let slice = HaveSlice::none(h(4), size, 16..32).expect("aligned");
-    let Some((Message::Have(back), _)) = decode(&enc(&Message::Have(slice))).expect("decodes")
-    else {
-        panic!("not a Have")
-    };
-    let mut have = Bitfield::full(n);
-    back.apply(&mut have);
-    assert_eq!(have.count_ones(), n - 16);
-    assert!((16..32).all(|g| !have.get(g)));
-    // The blob's tail (100 groups: the last byte holds 4).
-    assert!(HaveSlice::none(h(4), size, 96..n).is_some());
-    assert!(
-        decode(&enc(&Message::Have(
-            HaveSlice::none(h(4), size, 96..n).unwrap()
-        )))
-        .is_ok()
-    );
-    let reversed = Range { start: 32, end: 16 };
-    for bad in [3..16, 16..20, reversed, 16..16, 96..101] {
-        assert!(
-            HaveSlice::none(h(4), size, bad.clone()).is_none(),
-            "{bad:?}"
-        );
-    }
-}
-
 /// The worked example in docs/protocol.md: keep the two in step.
 #[test]
 fn worked_example_in_the_spec() {
