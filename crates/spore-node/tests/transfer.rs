@@ -633,6 +633,39 @@ async fn the_verified_part_of_an_abandoned_response_is_kept() {
     leecher.node.shutdown().await;
 }
 
+/// A source that quits in the middle of a response spent its upload on
+/// the groups that arrived whole: they are verified and kept, not asked
+/// for again (a seed leaving after a budget of bytes lost a megabyte of
+/// its last responses this way).
+#[tokio::test]
+async fn the_verified_part_of_a_response_cut_by_a_vanishing_source_is_kept() {
+    let content = data(4 * MIB, 44);
+    let source = start_fake(&content, Payloads::QuitMidFirst, Duration::from_millis(20)).await;
+    let leecher = source.fetched_whole(&content).await;
+
+    let requests = source.requests.lock().unwrap().clone();
+    let (i, cut, kept) = requests
+        .iter()
+        .enumerate()
+        .find_map(|(i, (r, cut))| cut.map(|k| (i, r.clone(), k)))
+        .expect("a response was cut");
+    assert!(kept >= 2, "{requests:?}");
+    let asked_again = |g: u64| requests[i + 1..].iter().any(|(r, _)| r.contains(&g));
+    for g in cut.start..cut.start + kept {
+        assert!(
+            !asked_again(g),
+            "group {g}, whole before the source quit, asked again: {requests:?}"
+        );
+    }
+    assert!(
+        (cut.start + kept..cut.end).all(asked_again),
+        "the rest of {cut:?} must be asked again: {requests:?}"
+    );
+    source.cancel.cancel();
+    source.task.await.unwrap();
+    leecher.node.shutdown().await;
+}
+
 /// A request the seed encodes ahead (while it sends the one before) and
 /// that is then cancelled gets `Response { Cancelled }` and not one byte;
 /// the requests around it are answered in full and in order.
@@ -910,6 +943,11 @@ enum Payloads {
     /// of the next, then `End { Cancelled }` (a holder that read a
     /// `Cancel` mid-response, or choked).
     AbandonFirstThree,
+    /// Honest, but in the middle of its first response of four groups or
+    /// more (after its first half of whole groups and a few bytes of the
+    /// next) it closes the stream without ending the response: a source
+    /// that quit, or whose connection broke.
+    QuitMidFirst,
 }
 
 /// The groups of every request a fake source got, and whether it abandoned
@@ -1054,7 +1092,9 @@ impl FakeSession {
                     let mut payload = Vec::new();
                     blob.encode(&ranges, &mut payload).unwrap();
                     let corrupt = match payloads {
-                        Payloads::Honest | Payloads::AbandonFirstThree => false,
+                        Payloads::Honest | Payloads::AbandonFirstThree | Payloads::QuitMidFirst => {
+                            false
+                        }
                         Payloads::CorruptAllButLast => !req.groups.contains(&last),
                         Payloads::CorruptAll => true,
                     };
@@ -1062,9 +1102,12 @@ impl FakeSession {
                     let abandon_after = {
                         let mut log = requests.lock().unwrap();
                         let abandoned = log.iter().filter(|(_, a)| a.is_some()).count();
-                        let cut =
-                            (payloads == Payloads::AbandonFirstThree && n >= 4 && abandoned < 3)
-                                .then_some(n / 2);
+                        let cut = match payloads {
+                            Payloads::AbandonFirstThree => n >= 4 && abandoned < 3,
+                            Payloads::QuitMidFirst => n >= 4 && abandoned < 1,
+                            _ => false,
+                        }
+                        .then_some(n / 2);
                         log.push((req.groups.clone(), cut));
                         cut
                     };
@@ -1098,6 +1141,11 @@ impl FakeSession {
                     });
                     std::io::Write::write_all(&mut frames, &payload).unwrap();
                     frames.finish().unwrap();
+                    if abandon_after.is_some() && payloads == Payloads::QuitMidFirst {
+                        let _ = w.write_all(&out).await;
+                        let _ = w.close().await;
+                        return;
+                    }
                     let end = Message::End {
                         id: req.id,
                         status: if abandon_after.is_some() {

@@ -692,8 +692,8 @@ impl Controller {
                 return;
             }
         }
-        // A super-seed may withdraw groups to hand them to another peer:
-        // what we asked of it for those goes back to be asked elsewhere.
+        // A source may withdraw groups (a `Have` slice with their bits
+        // clear): what we asked of it for those is asked elsewhere.
         if let Ok(withdrawn) = sched.on_bitfield(&peer, bits, Instant::now())
             && !withdrawn.is_empty()
         {
@@ -973,6 +973,7 @@ impl Controller {
                 duplicate_bytes,
                 cut_bytes,
             } => {
+                tracing::trace!(%peer, id, kept = new_groups.len(), cut_bytes, "a cut response's whole groups kept");
                 self.cut_bytes += cut_bytes;
                 self.verified_groups(peer, &new_groups, duplicate_bytes);
                 if let Some(sched) = self.sched.as_mut() {
@@ -1370,7 +1371,7 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
                 break Err((ErrorCode::Timeout, "nothing heard for 30 s".into()));
             }
             _ = tokio::time::sleep_until(ping) => {
-                if let Err(e) = wr.send(&Message::Ping { nonce: 1 }).await { return io(e); }
+                if let Err(e) = wr.send(&Message::Ping { nonce: 1 }).await { break Ok(io(e)); }
                 last_sent = Instant::now();
             }
             held = announce::next_view(&mut view) => {
@@ -1379,7 +1380,7 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
                     match announce::announce_growth(&mut wr, hash, blob.size(), whole, &mut announced).await {
                         Ok(true) => last_sent = Instant::now(),
                         Ok(false) => {}
-                        Err(e) => return io(e),
+                        Err(e) => break Ok(io(e)),
                     }
                 }
             }
@@ -1393,7 +1394,7 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
                             .and_then(|size| session.request(id, hash, groups.clone(), size));
                         match msg {
                             Ok(msg) => {
-                                if let Err(e) = wr.send(&msg).await { return io(e); }
+                                if let Err(e) = wr.send(&msg).await { break Ok(io(e)); }
                                 inflight.insert(id, groups);
                                 last_sent = Instant::now();
                             }
@@ -1404,7 +1405,7 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
                     }
                     Cmd::Cancel { id } => {
                         if inflight.contains_key(&id) {
-                            if let Err(e) = wr.send(&Message::Cancel { id }).await { return io(e); }
+                            if let Err(e) = wr.send(&Message::Cancel { id }).await { break Ok(io(e)); }
                             last_sent = Instant::now();
                         }
                     }
@@ -1414,7 +1415,7 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
                 let msg = match frame {
                     Ok(m) => m,
                     Err(FrameError::Wire(w)) => break Err((w.code(), w.to_string())),
-                    Err(e) => return io(e),
+                    Err(e) => break Ok(io(e)),
                 };
                 last_heard = Instant::now();
                 if let Err(v) = session.receive(&msg) {
@@ -1505,14 +1506,14 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
                         }
                     }
                     Message::Ping { nonce } => {
-                        if let Err(e) = wr.send(&Message::Pong { nonce }).await { return io(e); }
+                        if let Err(e) = wr.send(&Message::Pong { nonce }).await { break Ok(io(e)); }
                         last_sent = Instant::now();
                     }
                     Message::Request(r) => {
                         // We announced nothing on this stream.
                         let msg = Message::Response { id: r.id, status: Status::NotAvailable };
                         let _ = session.send(&msg);
-                        if let Err(e) = wr.send(&msg).await { return io(e); }
+                        if let Err(e) = wr.send(&msg).await { break Ok(io(e)); }
                     }
                     Message::Error { code, message } => {
                         break Ok((format!("peer closed: {code:?} {message}"), Comeback::after_error(code)));
@@ -1522,6 +1523,26 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
             }
         }
     };
+    // A source that vanished mid-response (it quit, or its connection
+    // broke) already spent its upload on the groups that arrived whole:
+    // verify and keep them, as for a cancelled response. (A seed that leaves
+    // after a budget of bytes lost a megabyte of its last responses here.)
+    if let Some((id, chunks)) = current.take()
+        && !chunks.is_empty()
+        && let Some(groups) = inflight.remove(&id)
+    {
+        let worker = ctx.worker.borrow().clone();
+        if let Some(worker) = worker {
+            let _ = worker
+                .send(Work::Ingest {
+                    peer,
+                    id,
+                    groups,
+                    chunks,
+                })
+                .await;
+        }
+    }
     match outcome {
         Ok(r) => r,
         Err((code, why)) => {
