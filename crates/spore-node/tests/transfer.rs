@@ -635,8 +635,7 @@ async fn the_verified_part_of_an_abandoned_response_is_kept() {
 
 /// A source that quits in the middle of a response spent its upload on
 /// the groups that arrived whole: they are verified and kept, not asked
-/// for again (a seed leaving after a budget of bytes lost a megabyte of
-/// its last responses this way).
+/// for again.
 #[tokio::test]
 async fn the_verified_part_of_a_response_cut_by_a_vanishing_source_is_kept() {
     let content = data(4 * MIB, 44);

@@ -1523,10 +1523,9 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
             }
         }
     };
-    // A source that vanished mid-response (it quit, or its connection
-    // broke) already spent its upload on the groups that arrived whole:
-    // verify and keep them, as for a cancelled response. (A seed that leaves
-    // after a budget of bytes lost a megabyte of its last responses here.)
+    // A source that vanished mid-response (it quit, or its stream closed)
+    // already spent its upload on the groups that arrived whole: verify
+    // and keep them, as for a cancelled response.
     if let Some((id, chunks)) = current.take()
         && !chunks.is_empty()
         && let Some(groups) = inflight.remove(&id)

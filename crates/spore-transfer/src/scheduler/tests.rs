@@ -170,9 +170,9 @@ fn rarest_first_after_random_phase() {
 }
 
 /// A source that withdraws groups (it lost data, say) is no longer asked
-/// for them: its requests covering any of them come
-/// back to cancel, the rest stay, and the withdrawn groups are open again
-/// for whoever holds them.
+/// for them: its requests covering any of them come back to cancel, the
+/// rest stay, and the withdrawn groups are open again for whoever holds
+/// them.
 #[test]
 fn withdrawn_groups_cancel_the_requests_that_cover_them() {
     let cfg = SchedulerConfig {
