@@ -11,8 +11,8 @@
 //! What a peer holds comes from its own announcements (whoever it got the
 //! groups from) and from what we delivered to it, so pieces a departed peer
 //! alone held go out again, and pieces the swarm already trades are never
-//! sent twice. Once the connected peers together hold every group, everyone
-//! is told everything.
+//! sent twice. Once the connected peers together hold every group (twice,
+//! with three peers or more), everyone is told everything.
 //!
 //! A peer alone with us for `lone_grace` (200 ms) is told everything: there
 //! is nobody to trade with, and a player streaming from a single seed must be
@@ -56,6 +56,12 @@ pub struct SuperSeedConfig {
     pub min_groups: u64,
     /// A peer alone with us this long is told everything.
     pub lone_grace: Duration,
+    /// With at least this many peers followed, super-seeding lasts until
+    /// every group is held by two of them, not one: a group one leecher
+    /// alone holds is lost when it leaves, and a seed that spends its
+    /// upload on copies once everything is held somewhere has nothing left
+    /// to send it again with (churn).
+    pub two_copies_from: usize,
 }
 
 impl Default for SuperSeedConfig {
@@ -66,6 +72,7 @@ impl Default for SuperSeedConfig {
             max_peers: 256,
             min_groups: 256,
             lone_grace: Duration::from_millis(200),
+            two_copies_from: 3,
         }
     }
 }
@@ -122,8 +129,12 @@ pub struct SuperSeed<P> {
     /// Groups no connected peer holds. Counted on delivery or announcement,
     /// not request: peers queue requests far ahead of what a slow seed sends.
     unheld: u64,
-    /// The connected peers held every group once: everyone is told everything.
+    /// The connected peers held every group once (twice, with
+    /// `two_copies_from` peers or more): everyone is told everything.
     over: bool,
+    /// Groups below this are held by two connected peers or more (as of
+    /// the last look; reset when holdings shrink).
+    twice_below: u64,
     peers: HashMap<P, PeerState>,
     /// The only peer, told nothing yet, and since when it is alone.
     lone: Option<(P, Instant)>,
@@ -156,6 +167,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             missing,
             unheld: groups,
             over,
+            twice_below: 0,
             peers: HashMap::new(),
             lone: None,
             rng: Rng::new(seed),
@@ -304,6 +316,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
                 self.copies[p as usize] -= 1;
             }
         }
+        self.twice_below = 0;
         self.holders.remove_peer(peer, |g| {
             self.unheld += 1;
             self.missing[(g / self.piece_groups) as usize] += 1;
@@ -359,8 +372,9 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
     }
 
     /// The peer announced that it holds `groups` (from us or from anyone).
-    /// Once the connected peers together hold every group, super-seeding is
-    /// over: everyone is told everything.
+    /// Once the connected peers together hold every group (twice, with
+    /// `two_copies_from` peers or more), super-seeding is over: everyone is
+    /// told everything.
     pub fn on_have(&mut self, peer: &P, groups: Range<u64>) {
         if groups.is_empty() || groups.end > self.groups {
             return;
@@ -369,7 +383,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             self.unheld -= 1;
             self.missing[(g / self.piece_groups) as usize] -= 1;
         });
-        if !self.over && self.unheld == 0 {
+        if !self.over && self.unheld == 0 && self.held_enough() {
             self.over = true;
             for state in self.peers.values_mut() {
                 if !state.all {
@@ -380,8 +394,21 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         }
     }
 
+    /// Every group is held by enough connected peers to end
+    /// super-seeding: one, or two with `two_copies_from` peers or more.
+    fn held_enough(&mut self) -> bool {
+        if self.peers.len() < self.config.two_copies_from {
+            return true;
+        }
+        while self.twice_below < self.groups && self.holders.count(self.twice_below) >= 2 {
+            self.twice_below += 1;
+        }
+        self.twice_below == self.groups
+    }
+
     /// The peer withdrew what it announced (`DontHave`): it holds nothing.
     pub fn on_dont_have(&mut self, peer: &P) {
+        self.twice_below = 0;
         self.holders.clear(peer, |g| {
             self.unheld += 1;
             self.missing[(g / self.piece_groups) as usize] += 1;
@@ -809,6 +836,12 @@ mod tests {
         }
         assert_eq!(requests, 256);
         assert_eq!(told.len(), 256);
+        // Every group is held once: it goes on until the peers, trading,
+        // hold each twice (peer 0 alone holds its own pieces once).
+        assert!(s.is_active());
+        s.on_have(&0, 0..GROUPS);
+        assert!(s.is_active());
+        s.on_have(&1, 0..GROUPS);
         assert!(!s.is_active());
         for p in 1..=8 {
             assert_eq!(s.take_reveal(&p), Reveal::All);
@@ -852,10 +885,42 @@ mod tests {
                 break;
             }
         }
+        assert!(s.is_active(), "on until every group is held twice");
+        for p in 1..=2 {
+            s.on_have(&p, 0..GROUPS);
+        }
         assert!(!s.is_active());
         for p in 1..=4 {
             assert_eq!(s.take_reveal(&p), Reveal::All);
         }
+        s.check_invariants();
+    }
+
+    /// With three peers or more, super-seeding lasts until every group is
+    /// held twice: one leaver must not take a group's only copy after the
+    /// seed has spent its upload on copies. With fewer, once is enough.
+    #[test]
+    fn it_lasts_until_every_group_is_held_twice() {
+        let now = Instant::now();
+        let mut pair = small_seeder(1);
+        assert!(pair.add_peer(0, now) && pair.add_peer(1, now));
+        pair.on_have(&0, 0..512);
+        pair.on_have(&1, 512..1024);
+        assert!(!pair.is_active(), "two peers: held once is enough");
+
+        let mut s = small_seeder(2);
+        for p in 0..4 {
+            assert!(s.add_peer(p, now));
+        }
+        s.on_have(&0, 0..1024);
+        s.on_have(&1, 0..1000);
+        assert!(s.is_active());
+        // Peer 1 leaves: groups 0..1000 are held once again.
+        s.remove_peer(&1);
+        s.on_have(&3, 1000..1024);
+        assert!(s.is_active(), "groups 0..1000 are held once");
+        s.on_have(&2, 0..1000);
+        assert!(!s.is_active());
         s.check_invariants();
     }
 
