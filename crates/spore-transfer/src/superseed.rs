@@ -607,6 +607,10 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         assert_eq!(promised, self.promised);
         let unheld = holders.iter().filter(|&&h| h == 0).count() as u64;
         assert_eq!(unheld, self.unheld);
+        assert!(
+            holders[..self.twice_below as usize].iter().all(|&h| h >= 2),
+            "a group below twice_below is held less than twice"
+        );
         for (p, &missing) in self.missing.iter().enumerate() {
             let start = p as u64 * self.piece_groups;
             let end = (start + self.piece_groups).min(self.groups);

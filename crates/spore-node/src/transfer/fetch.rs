@@ -1227,6 +1227,15 @@ fn worker(
     }
 }
 
+/// Hands `work` to the download's worker; false if there is none to take it.
+async fn to_worker(ctx: &SessionCtx, work: Work) -> bool {
+    let worker = ctx.worker.borrow().clone();
+    match worker {
+        Some(worker) => worker.send(work).await.is_ok(),
+        None => false,
+    }
+}
+
 /// Reads a payload kept as the data frames' slices, without copying them together.
 struct ChunksReader {
     chunks: VecDeque<Bytes>,
@@ -1487,22 +1496,19 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
                     Message::End { id, status } => {
                         let groups = inflight.remove(&id);
                         let chunks = current.take().map(|c| c.1).unwrap_or_default();
-                        let worker = ctx.worker.borrow().clone();
                         // An abandoned response (cancelled, choked) still
                         // carries a verifiable prefix of the groups: keep it.
                         // Cancels of stolen requests often reach a holder
                         // that had begun sending them.
                         let salvage = status == Status::Ok || !chunks.is_empty();
-                        match (salvage, groups, worker) {
-                            (true, Some(groups), Some(worker)) => {
-                                let work = Work::Ingest { peer, id, groups, chunks };
-                                if worker.send(work).await.is_err() {
-                                    let _ = ctx.events.send(Event::Failed { peer, id }).await;
-                                }
+                        let handed = match groups {
+                            Some(groups) if salvage => {
+                                to_worker(ctx, Work::Ingest { peer, id, groups, chunks }).await
                             }
-                            _ => {
-                                let _ = ctx.events.send(Event::Failed { peer, id }).await;
-                            }
+                            _ => false,
+                        };
+                        if !handed {
+                            let _ = ctx.events.send(Event::Failed { peer, id }).await;
                         }
                     }
                     Message::Ping { nonce } => {
@@ -1530,17 +1536,16 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
         && !chunks.is_empty()
         && let Some(groups) = inflight.remove(&id)
     {
-        let worker = ctx.worker.borrow().clone();
-        if let Some(worker) = worker {
-            let _ = worker
-                .send(Work::Ingest {
-                    peer,
-                    id,
-                    groups,
-                    chunks,
-                })
-                .await;
-        }
+        to_worker(
+            ctx,
+            Work::Ingest {
+                peer,
+                id,
+                groups,
+                chunks,
+            },
+        )
+        .await;
     }
     match outcome {
         Ok(r) => r,
