@@ -300,14 +300,19 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
     }
 
     /// A peer's session ended: the groups only it held count as unheld
-    /// again, and what it was told is free for others.
-    pub fn remove_peer(&mut self, peer: &P) {
+    /// again, and what it was told is free for others. Both are told at
+    /// once to the peers with room in their windows, rather than at their
+    /// next request or stall: a seed that leaves after a budget (churn) may
+    /// have only a moment left to send them again. True if a session got
+    /// something to announce.
+    pub fn remove_peer(&mut self, peer: &P) -> bool {
         let Some(state) = self.peers.remove(peer) else {
-            return;
+            return false;
         };
         if self.lone.as_ref().is_some_and(|(p, _)| p == peer) {
             self.lone = None;
         }
+        let freed = !state.unrequested.is_empty();
         for p in state.unrequested {
             self.promised[p as usize] -= 1;
         }
@@ -317,10 +322,36 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             }
         }
         self.twice_below = 0;
+        let mut orphaned = 0u64;
         self.holders.remove_peer(peer, |g| {
+            orphaned += 1;
             self.unheld += 1;
             self.missing[(g / self.piece_groups) as usize] += 1;
         });
+        if self.over {
+            return false;
+        }
+        if self.end_if_held_enough() {
+            return true;
+        }
+        if orphaned == 0 && !freed {
+            return false;
+        }
+        // Idle peers first: they ask at once, where a busy peer's request
+        // waits behind the ones it has queued with us.
+        let mut others: Vec<(P, bool)> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| !s.all)
+            .map(|(p, s)| (p.clone(), s.idle))
+            .collect();
+        others.sort_by_key(|(_, idle)| !idle);
+        let mut told = false;
+        for (other, idle) in others {
+            self.refill(&other, idle);
+            told |= self.has_reveal(&other);
+        }
+        told
     }
 
     /// Whether the peer is idle with us: it has no request pending. The
@@ -383,15 +414,23 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             self.unheld -= 1;
             self.missing[(g / self.piece_groups) as usize] -= 1;
         });
-        if !self.over && self.unheld == 0 && self.held_enough() {
-            self.over = true;
-            for state in self.peers.values_mut() {
-                if !state.all {
-                    state.all = true;
-                    state.all_pending = true;
-                }
+        self.end_if_held_enough();
+    }
+
+    /// Ends super-seeding, telling everyone everything, once the connected
+    /// peers hold every group often enough; true if it ended now.
+    fn end_if_held_enough(&mut self) -> bool {
+        if self.over || self.unheld > 0 || !self.held_enough() {
+            return false;
+        }
+        self.over = true;
+        for state in self.peers.values_mut() {
+            if !state.all {
+                state.all = true;
+                state.all_pending = true;
             }
         }
+        true
     }
 
     /// Every group is held by enough connected peers to end
@@ -953,9 +992,8 @@ mod tests {
         s.poll(t0 + Duration::from_secs(1));
         assert_eq!(s.take_reveal(&4), Reveal::Nothing);
         // Peer 1 leaves with half of it: the piece goes out again, with
-        // peer 1's other pieces.
-        s.remove_peer(&1);
-        s.poll(t0 + Duration::from_secs(2));
+        // peer 1's other pieces, at once.
+        assert!(s.remove_peer(&1));
         let mut again = pieces_of(&s.take_reveal(&4), 64);
         again.sort_unstable();
         let mut gone = windows[&1].clone();
@@ -1047,6 +1085,45 @@ mod tests {
         s.check_invariants();
     }
 
+    /// What a leaver alone held is told to the others as it leaves, not at
+    /// their next request or stall: peers busy with what they were told
+    /// would ask for nothing more until they had it.
+    #[test]
+    fn what_only_a_leaver_held_is_told_to_the_others_as_it_leaves() {
+        let mut s = small_seeder(9);
+        let now = Instant::now();
+        let mut windows = swarm(&mut s, 2, now);
+        // Everyone requests and gets what it is told until every piece
+        // went out once.
+        let mut held: HashMap<u32, Vec<u64>> = HashMap::new();
+        while windows.values().any(|w| !w.is_empty()) {
+            for (&p, w) in windows.iter_mut() {
+                for piece in std::mem::take(w) {
+                    s.on_request(&p, piece * 64..(piece + 1) * 64, now);
+                    s.on_delivered(&p, piece * 64..(piece + 1) * 64);
+                    held.entry(p).or_default().push(piece);
+                }
+                *w = told(&mut s, p);
+            }
+        }
+        assert!(s.is_active(), "three peers: every group must be held twice");
+        assert!(!held[&1].is_empty());
+        // Nobody is idle, nobody stalled: peer 1 leaves.
+        assert!(s.remove_peer(&1));
+        let mut again: Vec<u64> = [0, 2].iter().flat_map(|p| told(&mut s, *p)).collect();
+        again.sort_unstable();
+        let mut gone = held[&1].clone();
+        gone.sort_unstable();
+        assert_eq!(again, gone);
+        s.check_invariants();
+        // A leaver that held nothing alone gives nobody anything.
+        assert!(s.add_peer(3, now));
+        let _ = s.take_reveal(&3);
+        s.on_have(&3, 0..64);
+        assert!(!s.remove_peer(&3));
+        s.check_invariants();
+    }
+
     #[test]
     fn a_piece_partly_held_is_told_only_for_the_groups_nobody_holds() {
         let mut s = small_seeder(3);
@@ -1120,7 +1197,9 @@ mod tests {
                     0 => {
                         s.add_peer(peer, now);
                     }
-                    1 => s.remove_peer(&peer),
+                    1 => {
+                        s.remove_peer(&peer);
+                    }
                     2 => s.set_idle(&peer, rng.below(2) == 0, now),
                     3 => {
                         s.poll(now);

@@ -193,7 +193,9 @@ impl Drop for Seeding {
         tracing::debug!(session = self.session, "super-seed session left");
         let mut seeds = lock(&self.shared.super_seeds);
         if let Some(blob) = seeds.get_mut(&self.hash) {
-            blob.machine.remove_peer(&self.session);
+            if blob.machine.remove_peer(&self.session) {
+                blob.wake.send_replace(());
+            }
             if blob.machine.peer_count() == 0 {
                 seeds.remove(&self.hash);
             }
