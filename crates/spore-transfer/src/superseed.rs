@@ -346,10 +346,20 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             .map(|(p, s)| (p.clone(), s.idle))
             .collect();
         others.sort_by_key(|(_, idle)| !idle);
+        // One piece to each peer in turn: the seed's connection to a
+        // leecher whose own upload is saturated crawls (its ACKs queue
+        // behind its uploads), so the pieces go out over as many
+        // connections as there are.
         let mut told = false;
-        for (other, idle) in others {
-            self.refill(&other, idle);
-            told |= self.has_reveal(&other);
+        loop {
+            let mut more = false;
+            for (other, idle) in &others {
+                more |= self.tell(other, *idle, 1);
+            }
+            if !more {
+                break;
+            }
+            told = true;
         }
         told
     }
@@ -541,11 +551,18 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
     /// Tells `peer` more pieces until `window_pieces` are unrequested; an
     /// idle peer (`idle`) may get second copies (see [`pick`](Self::pick)).
     fn refill(&mut self, peer: &P, idle: bool) {
+        self.tell(peer, idle, usize::MAX);
+    }
+
+    /// Tells `peer` at most `most` more pieces, within its window; true if
+    /// it was told any.
+    fn tell(&mut self, peer: &P, idle: bool, most: usize) -> bool {
         let window = self.config.window_pieces.max(1) as usize;
         let Some(mut state) = self.peers.remove(peer) else {
-            return;
+            return false;
         };
-        while !state.all && state.unrequested.len() < window {
+        let mut told = 0;
+        while !state.all && state.unrequested.len() < window && told < most {
             let Some(p) = self.pick(peer, &state, idle) else {
                 break;
             };
@@ -553,8 +570,10 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             state.unrequested.insert(p as u32);
             state.pending.push(p as u32);
             self.promised[p as usize] += 1;
+            told += 1;
         }
         self.peers.insert(peer.clone(), state);
+        told > 0
     }
 
     /// The next piece to tell a peer: one it was not told, with a group no
@@ -992,9 +1011,14 @@ mod tests {
         s.poll(t0 + Duration::from_secs(1));
         assert_eq!(s.take_reveal(&4), Reveal::Nothing);
         // Peer 1 leaves with half of it: the piece goes out again, with
-        // peer 1's other pieces, at once.
+        // peer 1's other pieces, at once, one to each peer in turn (the
+        // idle one first).
         assert!(s.remove_peer(&1));
-        let mut again = pieces_of(&s.take_reveal(&4), 64);
+        let to_idle = pieces_of(&s.take_reveal(&4), 64);
+        assert_eq!(to_idle.len(), 1);
+        let mut again: Vec<u64> = [0, 2, 3].iter().flat_map(|p| told(&mut s, *p)).collect();
+        assert!(again.len() <= 3);
+        again.extend(to_idle);
         again.sort_unstable();
         let mut gone = windows[&1].clone();
         gone.sort_unstable();
@@ -1108,9 +1132,12 @@ mod tests {
         }
         assert!(s.is_active(), "three peers: every group must be held twice");
         assert!(!held[&1].is_empty());
-        // Nobody is idle, nobody stalled: peer 1 leaves.
+        // Nobody is idle, nobody stalled: peer 1 leaves. Its pieces are
+        // told to both others, one each in turn.
         assert!(s.remove_peer(&1));
-        let mut again: Vec<u64> = [0, 2].iter().flat_map(|p| told(&mut s, *p)).collect();
+        let (to_0, to_2) = (told(&mut s, 0), told(&mut s, 2));
+        assert!(to_0.len().abs_diff(to_2.len()) <= 1, "{to_0:?} {to_2:?}");
+        let mut again: Vec<u64> = to_0.into_iter().chain(to_2).collect();
         again.sort_unstable();
         let mut gone = held[&1].clone();
         gone.sort_unstable();
