@@ -322,9 +322,9 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
             }
         }
         self.twice_below = 0;
-        let mut orphaned = 0u64;
+        let mut orphaned = false;
         self.holders.remove_peer(peer, |g| {
-            orphaned += 1;
+            orphaned = true;
             self.unheld += 1;
             self.missing[(g / self.piece_groups) as usize] += 1;
         });
@@ -334,7 +334,7 @@ impl<P: Eq + Hash + Clone> SuperSeed<P> {
         if self.end_if_held_enough() {
             return true;
         }
-        if orphaned == 0 && !freed {
+        if !orphaned && !freed {
             return false;
         }
         // Idle peers first: they ask at once, where a busy peer's request
