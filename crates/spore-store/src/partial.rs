@@ -10,6 +10,13 @@
 //! a good part of a second, so [`PartialBlob::flush_in_background`] does it
 //! on a thread of its own while verified groups go on being written; writing
 //! and syncing in turn left the disk idle half the time.
+//!
+//! Once synced, the data's pages leave the page cache. Kept, they would only
+//! pile up (a download is written once and read back by peers soon, or
+//! never), and the next second's writes would need fresh pages, which cost
+//! far more than pages just freed: on the benchmark's VM a fresh page is also
+//! faulted in by the hypervisor. Dropping them cut the receiving node's system
+//! CPU by a third (docs/benchmarks.md, 2026-12-03).
 
 use std::{io::Read, sync::Arc, thread::JoinHandle};
 
@@ -276,6 +283,7 @@ impl Flush {
     fn run(self) -> Result<(), StoreError> {
         let what = format!("syncing {}", self.record.hash);
         self.data.sync().map_err(StoreError::io(&what))?;
+        self.data.drop_cached();
         self.outboard.sync().map_err(StoreError::io(&what))?;
         self.backend.put(&self.record)
     }
