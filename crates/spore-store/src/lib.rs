@@ -16,6 +16,8 @@ mod record;
 mod storage;
 mod store;
 pub mod verify;
+#[cfg(target_os = "linux")]
+mod write_behind;
 
 /// Re-exported so callers can build range requests without naming bao-tree.
 pub use bao_tree::{ChunkNum, ChunkRanges};

@@ -9,10 +9,16 @@ use std::{
 
 use positioned_io::{ReadAt, Size, WriteAt};
 
+#[cfg(target_os = "linux")]
+use crate::write_behind::WriteBehind;
+
 /// Positioned read/write access to bytes on disk or in memory.
 #[derive(Debug, Clone)]
 pub enum Storage {
     File(Arc<File>),
+    /// A large download's data: aligned writes go to disk past the page cache.
+    #[cfg(target_os = "linux")]
+    WriteBehind(Arc<WriteBehind>),
     Memory(Arc<RwLock<Vec<u8>>>),
 }
 
@@ -24,6 +30,8 @@ impl Storage {
     pub fn len(&self) -> io::Result<u64> {
         match self {
             Storage::File(f) => Ok(f.metadata()?.len()),
+            #[cfg(target_os = "linux")]
+            Storage::WriteBehind(w) => w.len(),
             Storage::Memory(m) => Ok(read_lock(m).len() as u64),
         }
     }
@@ -35,6 +43,8 @@ impl Storage {
     pub fn set_len(&self, len: u64) -> io::Result<()> {
         match self {
             Storage::File(f) => f.set_len(len),
+            #[cfg(target_os = "linux")]
+            Storage::WriteBehind(w) => w.file().set_len(len),
             Storage::Memory(m) => {
                 write_lock(m).resize(len as usize, 0);
                 Ok(())
@@ -46,6 +56,8 @@ impl Storage {
     pub fn sync(&self) -> io::Result<()> {
         match self {
             Storage::File(f) => f.sync_data(),
+            #[cfg(target_os = "linux")]
+            Storage::WriteBehind(w) => w.sync(),
             Storage::Memory(_) => Ok(()),
         }
     }
@@ -53,18 +65,27 @@ impl Storage {
     /// Drops the file's clean pages from the page cache (a no-op in memory).
     pub fn drop_cached(&self) {
         #[cfg(target_os = "linux")]
-        if let Storage::File(f) = self {
+        {
             use std::os::fd::AsRawFd;
-            // SAFETY: the descriptor is open for as long as `f` lives; fadvise
-            // only advises the kernel and touches no memory of ours.
+            let file = match self {
+                Storage::File(f) => f.as_ref(),
+                // what could not go past the page cache (a short last group)
+                Storage::WriteBehind(w) => w.file(),
+                Storage::Memory(_) => return,
+            };
+            // SAFETY: the descriptor is open for as long as `file` lives;
+            // fadvise only advises the kernel and touches no memory of ours.
             #[allow(unsafe_code)]
-            let _ = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            let _ =
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         }
     }
 
     pub fn write_at_offset(&self, pos: u64, buf: &[u8]) -> io::Result<()> {
         match self {
             Storage::File(f) => std::os::unix::fs::FileExt::write_all_at(f.as_ref(), buf, pos),
+            #[cfg(target_os = "linux")]
+            Storage::WriteBehind(w) => w.write_at(pos, buf),
             Storage::Memory(m) => {
                 let mut m = write_lock(m);
                 let start = usize::try_from(pos).map_err(|_| io::ErrorKind::InvalidInput)?;
@@ -91,6 +112,8 @@ impl ReadAt for Storage {
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Storage::File(f) => std::os::unix::fs::FileExt::read_at(f.as_ref(), buf, pos),
+            #[cfg(target_os = "linux")]
+            Storage::WriteBehind(w) => w.read_at(pos, buf),
             Storage::Memory(m) => {
                 let m = read_lock(m);
                 let start = usize::try_from(pos).unwrap_or(usize::MAX).min(m.len());

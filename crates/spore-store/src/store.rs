@@ -649,7 +649,7 @@ impl Store {
             BlobState::Partial(bits) => bits.clone(),
             _ => Bitfield::new(group_count(size)),
         };
-        let data = self.backend.open(hash, Part::Data, true)?;
+        let data = self.backend.open_download(hash, size)?;
         let outboard_storage = self.open_outboard(&record, true)?;
         Ok(PartialBlob {
             backend: self.backend.clone(),

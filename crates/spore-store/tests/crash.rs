@@ -9,7 +9,8 @@ use spore_core::{ContentKind, GROUP_SIZE, group_count};
 use spore_store::{ChunkNum, ChunkRanges, Store};
 
 const CHILD_ENV: &str = "SPORE_CRASH_TEST_STORE";
-const SIZE: usize = 8 << 20;
+// Large enough to be written behind (`write_behind.rs`), like a real download.
+const SIZE: usize = 16 << 20;
 
 fn source() -> (Store, spore_core::Hash) {
     let store = Store::in_memory();
@@ -39,7 +40,7 @@ fn crash_test_child_process() {
         .unwrap();
     let groups = group_count(SIZE as u64);
     for i in 0..groups {
-        let g = (i * 211) % groups; // 211 is coprime with 512: a permutation
+        let g = (i * 211) % groups; // 211 is coprime with 1,024: a permutation
         if partial.verified().get(g) {
             continue;
         }

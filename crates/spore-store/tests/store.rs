@@ -301,6 +301,51 @@ fn partial_download_in_any_order_then_complete() {
     });
 }
 
+/// Large downloads are written past the page cache on a thread of their own
+/// (`write_behind.rs`): what is verified reads back at once, before and after
+/// a flush, and the finished file holds every byte, short last group included.
+#[test]
+fn a_large_download_written_behind_reads_back_at_every_step() {
+    both(|store, _| {
+        let source = Store::in_memory();
+        let bytes = pattern((20 << 20) + 5_000, 3);
+        let added = source.add_bytes(&bytes, "x").unwrap();
+        let from = source.blob(&added.hash).unwrap();
+        let mut partial = store
+            .partial(&added.hash, bytes.len() as u64, ContentKind::Blob)
+            .unwrap();
+        let groups = spore_core::group_count(bytes.len() as u64);
+        // Responses of 1 to 96 groups, in an order that jumps about.
+        let mut starts: Vec<u64> = (0..groups).step_by(96).collect();
+        starts.reverse();
+        starts.rotate_left(3);
+        for (i, start) in starts.into_iter().enumerate() {
+            let end = (start + 96).min(groups);
+            let mut g = start;
+            while g < end {
+                let n = (1 + (i as u64 * 7 + g) % 40).min(end - g);
+                let ranges = ChunkRanges::from(ChunkNum(g * 16)..ChunkNum((g + n) * 16));
+                let mut encoded = Vec::new();
+                from.encode(&ranges, &mut encoded).unwrap();
+                partial.ingest(&ranges, encoded.as_slice()).unwrap();
+                let at = g * GROUP_SIZE;
+                let to = ((g + n) * GROUP_SIZE).min(bytes.len() as u64);
+                let got = partial.reader().read_range(at..to).unwrap();
+                assert_eq!(got, bytes[at as usize..to as usize]);
+                g += n;
+            }
+            if i % 5 == 0 {
+                partial.flush().unwrap();
+            }
+        }
+        let blob = partial.finish().unwrap();
+        assert_eq!(blob.read_all().unwrap(), bytes);
+        drop(blob);
+        let reopened = store.blob(&added.hash).unwrap();
+        assert_eq!(reopened.read_all().unwrap(), bytes);
+    });
+}
+
 #[test]
 fn corrupted_response_is_blamed_on_the_right_group_and_not_written() {
     both(|store, _| {

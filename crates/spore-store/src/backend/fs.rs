@@ -304,6 +304,23 @@ impl Backend for FsBackend {
         Ok(Storage::File(Arc::new(file)))
     }
 
+    #[cfg(target_os = "linux")]
+    fn open_download(&self, hash: &Hash, size: u64) -> Result<Storage, StoreError> {
+        let data = self.open(hash, Part::Data, true)?;
+        if size < crate::write_behind::WORTH_IT_FROM {
+            return Ok(data);
+        }
+        let Storage::File(file) = data else {
+            return Ok(data);
+        };
+        let path = self.path(hash, Part::Data);
+        match crate::write_behind::WriteBehind::open(file.clone(), &path) {
+            Ok(Some(w)) => Ok(Storage::WriteBehind(Arc::new(w))),
+            Ok(None) => Ok(Storage::File(file)),
+            Err(e) => Err(StoreError::io(format!("opening {}", path.display()))(e)),
+        }
+    }
+
     fn stage_file(&self, source: &Path) -> Result<Staged, StoreError> {
         let staged = tempfile::NamedTempFile::new_in(self.dir.join("tmp"))
             .map_err(StoreError::io("creating a file in the store"))?;

@@ -41,6 +41,10 @@ pub trait Backend: Send + Sync + Debug + 'static {
 
     /// Opens owned bytes of a blob; `create` makes them (empty) when missing.
     fn open(&self, hash: &Hash, part: Part, create: bool) -> Result<Storage, StoreError>;
+    /// Opens (creating it if missing) the data of a download of `size` bytes.
+    fn open_download(&self, hash: &Hash, _size: u64) -> Result<Storage, StoreError> {
+        self.open(hash, Part::Data, true)
+    }
     /// Copies a user's file aside, to be hashed and then committed.
     fn stage_file(&self, source: &Path) -> Result<Staged, StoreError>;
     /// Puts bytes aside, to be hashed and then committed.
