@@ -16,7 +16,9 @@
 //! never), and the next second's writes would need fresh pages, which cost
 //! far more than pages just freed: on the benchmark's VM a fresh page is also
 //! faulted in by the hypervisor. Dropping them cut the receiving node's system
-//! CPU by a third (docs/benchmarks.md, 2026-12-03).
+//! CPU by a third (docs/benchmarks.md, 2026-12-03). Downloads of 16 MiB or
+//! more skip the page cache altogether (`write_behind.rs`); the drop is for
+//! the rest, and for what `O_DIRECT` cannot take.
 
 use std::{io::Read, sync::Arc, thread::JoinHandle};
 
