@@ -292,6 +292,7 @@ pub fn run_aria2(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepo
             peak_rss_mib: usage[i].1 as f64 / 1024.0,
             emulator_cpu_s: relay_cpu[i],
             sources: Vec::new(),
+            verified_bytes: None,
         });
     }
     let report = RunReport::new(plan, "aria2", hosts, samples, events);

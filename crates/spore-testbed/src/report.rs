@@ -58,6 +58,9 @@ pub struct HostReport {
     /// CPU seconds of this host's link emulator (relay) process.
     pub emulator_cpu_s: f64,
     pub sources: Vec<SourceStats>,
+    /// Bytes the client last reported verified (spore's `get --json`
+    /// progress), when it reported any.
+    pub verified_bytes: Option<u64>,
 }
 
 /// Counters of one host at one time (cumulative).
@@ -184,7 +187,32 @@ impl RunReport {
         if let Some(r) = self.ratio_to_bound {
             let _ = write!(s, "; ratio {r:.3}");
         }
+        if let Some(short) = self.shortfall_groups() {
+            let _ = write!(
+                s,
+                "; the remaining downloads stopped {short} chunk groups short at best"
+            );
+        }
         s
+    }
+
+    /// For a run where downloads timed out: how many 16 KiB chunk groups the
+    /// one that got furthest still lacked. Remaining peers trade what they
+    /// hold until the timeout, so this is about what no remaining peer had:
+    /// what the departures took with them. `None` when none timed out or
+    /// none reported its progress.
+    pub fn shortfall_groups(&self) -> Option<u64> {
+        let best = self
+            .hosts
+            .iter()
+            .filter(|h| h.outcome == DownloadOutcome::TimedOut)
+            .filter_map(|h| h.verified_bytes)
+            .max()?;
+        Some(
+            self.file_bytes
+                .saturating_sub(best)
+                .div_ceil(spore_core::GROUP_SIZE),
+        )
     }
 
     pub fn markdown(&self) -> String {
@@ -411,6 +439,8 @@ pub struct Tally {
     pub finished: usize,
     /// Ratio to the bound of each run that finished (when it has a bound).
     pub ratios: Vec<f64>,
+    /// [`RunReport::shortfall_groups`] of each run that did not.
+    pub shortfalls: Vec<u64>,
 }
 
 impl Tally {
@@ -420,6 +450,7 @@ impl Tally {
             runs: 0,
             finished: 0,
             ratios: Vec::new(),
+            shortfalls: Vec::new(),
         }
     }
 
@@ -428,10 +459,13 @@ impl Tally {
         if report.last_finish_s.is_some() {
             self.finished += 1;
             self.ratios.extend(report.ratio_to_bound);
+        } else {
+            self.shortfalls.extend(report.shortfall_groups());
         }
     }
 
-    /// One line: the pass count, and the median, lowest and highest ratio.
+    /// One line: the pass count, the median, lowest and highest ratio, and
+    /// how far short the failed runs stopped.
     pub fn summary(&self) -> String {
         let mut s = format!(
             "{}: every remaining download finished in {} of {} runs",
@@ -449,6 +483,16 @@ impl Tally {
             let _ = write!(
                 s,
                 "; ratio to the bound in those: median {median:.3}, {lo:.3} to {hi:.3}"
+            );
+        }
+        if !self.shortfalls.is_empty() {
+            let mut short = self.shortfalls.clone();
+            short.sort_unstable();
+            let list: Vec<String> = short.iter().map(u64::to_string).collect();
+            let _ = write!(
+                s,
+                "; the others stopped short by (chunk groups, at best): {}",
+                list.join(", ")
             );
         }
         s
@@ -505,6 +549,7 @@ do = "get"
             cpu_s: 0.5,
             peak_rss_mib: 20.0,
             emulator_cpu_s: 0.0,
+            verified_bytes: None,
             sources: vec![
                 SourceStats {
                     host: "s".into(),
@@ -585,6 +630,42 @@ do = "get"
             "{md}"
         );
         assert!(r.summary().contains("2/2 downloads done"));
+    }
+
+    #[test]
+    fn a_failed_run_says_how_far_short_the_best_remaining_download_stopped() {
+        let mut l1 = host("l1", DownloadOutcome::TimedOut, None);
+        l1.verified_bytes = Some(1 << 19);
+        let mut l2 = host("l2", DownloadOutcome::TimedOut, None);
+        // three whole groups and 100 bytes of a fourth missing from 1 MiB
+        l2.verified_bytes = Some((1 << 20) - 3 * 16384 - 100);
+        let hosts = vec![host("s", DownloadOutcome::NotAsked, None), l1, l2];
+        let failed = RunReport::new(&plan(), "spore", hosts, vec![], vec![]);
+        assert_eq!(failed.shortfall_groups(), Some(4));
+        assert!(
+            failed
+                .summary()
+                .contains("stopped 4 chunk groups short at best"),
+            "{}",
+            failed.summary()
+        );
+
+        let hosts = vec![
+            host("s", DownloadOutcome::NotAsked, None),
+            host("l1", DownloadOutcome::Done, Some(0.5)),
+            host("l2", DownloadOutcome::Done, Some(0.7)),
+        ];
+        let passed = RunReport::new(&plan(), "spore", hosts, vec![], vec![]);
+        assert_eq!(passed.shortfall_groups(), None);
+        let mut tally = Tally::new("spore");
+        tally.add(&failed);
+        tally.add(&passed);
+        let line = tally.summary();
+        assert!(line.contains("finished in 1 of 2 runs"), "{line}");
+        assert!(
+            line.contains("stopped short by (chunk groups, at best): 4"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -567,6 +567,20 @@ impl Run<'_> {
     }
 }
 
+/// The verified bytes of the last progress (or `done`: the size) that
+/// `spore get --json` wrote to `path`.
+fn last_verified_bytes(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| match v["event"].as_str()? {
+            "progress" => v["verified_bytes"].as_u64(),
+            "done" => v["size"].as_u64(),
+            _ => None,
+        })
+}
+
 /// Builds the testbed, runs the plan, tears everything down, checks every
 /// finished download against the content id, and returns the report.
 pub fn run_plan(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunReport> {
@@ -672,6 +686,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepor
             peak_rss_mib: h.peak_rss_kib as f64 / 1024.0,
             emulator_cpu_s: relay_cpu[i],
             sources: h.sources.clone(),
+            verified_bytes: last_verified_bytes(&h.home.join("get.jsonl")),
         });
     }
     let report = RunReport::new(
@@ -694,6 +709,28 @@ fn mb(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_progress_of_get_json_is_what_a_download_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("get.jsonl");
+        assert_eq!(last_verified_bytes(&path), None);
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"event":"progress","state":"running","verified_bytes":100}"#,
+                "\n",
+                r#"{"event":"progress","state":"running","verified_bytes":4096}"#,
+                "\nnot json\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(last_verified_bytes(&path), Some(4096));
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(r#"{"event":"done","size":8192,"seconds":1.5}"#);
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(last_verified_bytes(&path), Some(8192));
+    }
 
     #[test]
     fn corrupting_flips_bytes_and_keeps_size_and_mtime() {
