@@ -188,9 +188,10 @@ impl RunReport {
             let _ = write!(s, "; ratio {r:.3}");
         }
         if let Some(short) = self.shortfall_groups() {
+            let groups = self.file_bytes.div_ceil(spore_core::GROUP_SIZE);
             let _ = write!(
                 s,
-                "; the remaining downloads stopped {short} chunk groups short at best"
+                "; the remaining downloads stopped {short} of {groups} chunk groups short at best"
             );
         }
         s
@@ -645,7 +646,7 @@ do = "get"
         assert!(
             failed
                 .summary()
-                .contains("stopped 4 chunk groups short at best"),
+                .contains("stopped 4 of 64 chunk groups short at best"),
             "{}",
             failed.summary()
         );
