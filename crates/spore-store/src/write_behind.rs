@@ -135,6 +135,11 @@ impl State {
         }
     }
 
+    /// Runs not yet on disk: the one being filled, then the queued ones.
+    fn pending(&self) -> impl Iterator<Item = &Run> {
+        self.filling.iter().chain(self.queued.iter().map(|r| &**r))
+    }
+
     fn queue_filling(&mut self, shared: &Shared) {
         if let Some(run) = self.filling.take() {
             self.queued.push_back(Arc::new(run));
@@ -231,11 +236,9 @@ impl WriteBehind {
         // copied from here, whether or not the read saw it on disk.
         let pending: Vec<(usize, Vec<u8>)> = {
             let state = self.shared.lock();
-            let runs = state
-                .filling
-                .iter()
-                .chain(state.queued.iter().map(|r| &**r));
-            runs.filter(|run| run.offset < end && run.end() > pos)
+            state
+                .pending()
+                .filter(|run| run.offset < end && run.end() > pos)
                 .map(|run| {
                     let from = run.offset.max(pos);
                     let to = run.end().min(end);
@@ -284,11 +287,7 @@ impl WriteBehind {
     pub fn len(&self) -> io::Result<u64> {
         let on_disk = self.file.metadata()?.len();
         let state = self.shared.lock();
-        let runs = state
-            .filling
-            .iter()
-            .chain(state.queued.iter().map(|r| &**r));
-        Ok(runs.map(Run::end).fold(on_disk, u64::max))
+        Ok(state.pending().map(Run::end).fold(on_disk, u64::max))
     }
 
     /// The file opened without `O_DIRECT`.
@@ -365,7 +364,10 @@ fn write_run(run: &Run, file: &File, direct: &mut Option<File>) -> io::Result<()
 mod tests {
     use super::*;
 
-    fn open(dir: &tempfile::TempDir) -> (WriteBehind, std::path::PathBuf) {
+    /// A write-behind file in a fresh directory, or `None` (said on stderr)
+    /// where the temporary directory's file system refuses `O_DIRECT`.
+    fn open() -> Option<(WriteBehind, std::path::PathBuf, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data");
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -374,10 +376,11 @@ mod tests {
             .truncate(false)
             .open(&path)
             .unwrap();
-        let w = WriteBehind::open(Arc::new(file), &path)
-            .unwrap()
-            .expect("the test directory takes O_DIRECT");
-        (w, path)
+        let Some(w) = WriteBehind::open(Arc::new(file), &path).unwrap() else {
+            eprintln!("{} refuses O_DIRECT: nothing to test", dir.path().display());
+            return None;
+        };
+        Some((w, path, dir))
     }
 
     fn pattern(seed: u8, len: usize) -> Vec<u8> {
@@ -393,25 +396,11 @@ mod tests {
         buf
     }
 
-    fn in_o_direct_dir() -> Option<tempfile::TempDir> {
-        let dir = tempfile::tempdir().unwrap();
-        let probe = dir.path().join("probe");
-        std::fs::write(&probe, b"").unwrap();
-        let ok = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&probe)
-            .is_ok();
-        if !ok {
-            eprintln!("{} refuses O_DIRECT: nothing to test", dir.path().display());
-        }
-        ok.then_some(dir)
-    }
-
     #[test]
     fn written_bytes_read_back_before_and_after_sync() {
-        let Some(dir) = in_o_direct_dir() else { return };
-        let (w, path) = open(&dir);
+        let Some((w, path, _dir)) = open() else {
+            return;
+        };
         let a = pattern(1, 3 * RUN_BYTES + 5 * 16384);
         for (i, group) in a.chunks(16384).enumerate() {
             w.write_at(i as u64 * 16384, group).unwrap();
@@ -428,8 +417,9 @@ mod tests {
 
     #[test]
     fn runs_out_of_order_and_unaligned_tails_land_where_they_belong() {
-        let Some(dir) = in_o_direct_dir() else { return };
-        let (w, path) = open(&dir);
+        let Some((w, path, _dir)) = open() else {
+            return;
+        };
         let size = 10 * 16384 + 1000;
         let a = pattern(7, size);
         // Groups in a scattered order; the short last group is unaligned.
@@ -446,8 +436,9 @@ mod tests {
 
     #[test]
     fn a_run_not_yet_on_disk_reads_past_the_files_end_with_a_zero_gap() {
-        let Some(dir) = in_o_direct_dir() else { return };
-        let (w, _path) = open(&dir);
+        let Some((w, _path, _dir)) = open() else {
+            return;
+        };
         let group = pattern(3, 16384);
         w.write_at(2 * 16384, &group).unwrap();
         // Whether or not the writer got to it, the group reads back, and
@@ -460,8 +451,9 @@ mod tests {
 
     #[test]
     fn many_runs_pass_through_a_bounded_set_of_buffers() {
-        let Some(dir) = in_o_direct_dir() else { return };
-        let (w, path) = open(&dir);
+        let Some((w, path, _dir)) = open() else {
+            return;
+        };
         let a = pattern(9, 12 * RUN_BYTES);
         for (i, piece) in a.chunks(64 * 1024).enumerate() {
             w.write_at(i as u64 * 64 * 1024, piece).unwrap();

@@ -315,7 +315,7 @@ impl Run<'_> {
             .context("nothing shared yet")?
             .to_string();
         let out = self.hosts[i].home.join("out.bin");
-        let stdout = File::create(self.hosts[i].home.join("get.jsonl"))?;
+        let stdout = File::create(self.hosts[i].home.join(GET_EVENTS))?;
         let stderr = File::create(self.hosts[i].home.join("get.err"))?;
         let child = self
             .spore(i)
@@ -391,11 +391,8 @@ impl Run<'_> {
                 let t = self.hosts[i].get_started.map(|s| s.elapsed().as_secs_f64());
                 self.hosts[i].completion = t;
                 self.hosts[i].outcome = DownloadOutcome::Done;
-                let lines = std::fs::read_to_string(self.hosts[i].home.join("get.jsonl"))
-                    .unwrap_or_default();
-                self.hosts[i].get_seconds = lines
-                    .lines()
-                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                self.hosts[i].get_seconds = get_events(&self.hosts[i].home.join(GET_EVENTS))
+                    .into_iter()
                     .find(|v| v["event"] == "done")
                     .and_then(|v| v["seconds"].as_f64());
                 self.fetch_sources(i);
@@ -567,13 +564,23 @@ impl Run<'_> {
     }
 }
 
-/// The verified bytes of the last progress (or `done`: the size) that
-/// `spore get --json` wrote to `path`.
-fn last_verified_bytes(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .rev()
+/// Where a host's `spore --json get` writes its events, a JSON object a line.
+const GET_EVENTS: &str = "get.jsonl";
+
+/// The events in `path` (see [`GET_EVENTS`]); lines that are not JSON are skipped.
+fn get_events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+/// The verified bytes of the last progress event (or `done`: the size).
+fn last_verified_bytes(events: &[Value]) -> Option<u64> {
+    events
+        .iter()
+        .rev()
         .find_map(|v| match v["event"].as_str()? {
             "progress" => v["verified_bytes"].as_u64(),
             "done" => v["size"].as_u64(),
@@ -686,7 +693,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepor
             peak_rss_mib: h.peak_rss_kib as f64 / 1024.0,
             emulator_cpu_s: relay_cpu[i],
             sources: h.sources.clone(),
-            verified_bytes: last_verified_bytes(&h.home.join("get.jsonl")),
+            verified_bytes: last_verified_bytes(&get_events(&h.home.join(GET_EVENTS))),
         });
     }
     let report = RunReport::new(
@@ -713,8 +720,8 @@ mod tests {
     #[test]
     fn the_last_progress_of_get_json_is_what_a_download_verified() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("get.jsonl");
-        assert_eq!(last_verified_bytes(&path), None);
+        let path = dir.path().join(GET_EVENTS);
+        assert_eq!(last_verified_bytes(&get_events(&path)), None);
         std::fs::write(
             &path,
             concat!(
@@ -725,11 +732,11 @@ mod tests {
             ),
         )
         .unwrap();
-        assert_eq!(last_verified_bytes(&path), Some(4096));
+        assert_eq!(last_verified_bytes(&get_events(&path)), Some(4096));
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str(r#"{"event":"done","size":8192,"seconds":1.5}"#);
         std::fs::write(&path, text).unwrap();
-        assert_eq!(last_verified_bytes(&path), Some(8192));
+        assert_eq!(last_verified_bytes(&get_events(&path)), Some(8192));
     }
 
     #[test]

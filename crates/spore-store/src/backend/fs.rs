@@ -45,6 +45,30 @@ pub struct FsBackend {
 }
 
 impl FsBackend {
+    /// Opens owned bytes of a blob for reading and writing; `create` makes
+    /// them (empty, in a directory synced after) when missing.
+    fn open_file(&self, hash: &Hash, part: Part, create: bool) -> Result<File, StoreError> {
+        let path = self.path(hash, part);
+        if create && let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(StoreError::io(format!("creating {}", parent.display())))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StoreError::NotFound(*hash),
+                _ => StoreError::io(format!("opening {}", path.display()))(e),
+            })?;
+        if create {
+            self.sync_dir(&path);
+        }
+        Ok(file)
+    }
+
     /// Opens (creating if needed) the store in `dir`, and cleans up what an
     /// interrupted run left behind.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -283,36 +307,15 @@ impl Backend for FsBackend {
     }
 
     fn open(&self, hash: &Hash, part: Part, create: bool) -> Result<Storage, StoreError> {
-        let path = self.path(hash, part);
-        if create && let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)
-                .map_err(StoreError::io(format!("creating {}", parent.display())))?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => StoreError::NotFound(*hash),
-                _ => StoreError::io(format!("opening {}", path.display()))(e),
-            })?;
-        if create {
-            self.sync_dir(&path);
-        }
-        Ok(Storage::File(Arc::new(file)))
+        Ok(Storage::File(Arc::new(self.open_file(hash, part, create)?)))
     }
 
     #[cfg(target_os = "linux")]
     fn open_download(&self, hash: &Hash, size: u64) -> Result<Storage, StoreError> {
-        let data = self.open(hash, Part::Data, true)?;
+        let file = Arc::new(self.open_file(hash, Part::Data, true)?);
         if size < crate::write_behind::WORTH_IT_FROM {
-            return Ok(data);
+            return Ok(Storage::File(file));
         }
-        let Storage::File(file) = data else {
-            return Ok(data);
-        };
         let path = self.path(hash, Part::Data);
         match crate::write_behind::WriteBehind::open(file.clone(), &path) {
             Ok(Some(w)) => Ok(Storage::WriteBehind(Arc::new(w))),
