@@ -10,6 +10,7 @@
 pub mod backend;
 mod blob;
 mod error;
+mod ingest;
 pub mod outboard;
 mod partial;
 mod record;
@@ -23,7 +24,8 @@ mod write_behind;
 pub use bao_tree::{ChunkNum, ChunkRanges};
 pub use blob::Blob;
 pub use error::StoreError;
-pub use partial::{IngestError, Ingested, PartialBlob};
+pub use ingest::{IngestError, Ingested};
+pub use partial::PartialBlob;
 pub use record::{BlobRecord, BlobState, ExternalFile, Location, Tag};
 pub use storage::Storage;
 pub use store::{Added, Exported, ImportMode, Progress, Removed, Store, Verified};

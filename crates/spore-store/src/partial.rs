@@ -1,7 +1,7 @@
 //! Partial blobs: the target of a download.
 //!
 //! Data arrives as bao-encoded ranges and is verified group by group before a
-//! byte is written. Writes are positional, in any order. The set of verified
+//! byte is written (`ingest.rs`). Writes are positional, in any order. The set of verified
 //! groups is kept in memory and persisted by [`PartialBlob::flush`] only after
 //! the data and outboard files are synced, so after a crash the persisted
 //! bitfield never claims a group whose bytes are not on disk.
@@ -20,15 +20,9 @@
 //! more skip the page cache altogether (`write_behind.rs`); the drop is for
 //! the rest, and for what `O_DIRECT` cannot take.
 
-use std::{io::Read, sync::Arc, thread::JoinHandle};
+use std::{sync::Arc, thread::JoinHandle};
 
-use bao_tree::{
-    ChunkRanges,
-    io::{
-        BaoContentItem, DecodeError, outboard::PostOrderOutboard, sync::DecodeResponseIter,
-        sync::OutboardMut,
-    },
-};
+use bao_tree::io::outboard::PostOrderOutboard;
 use spore_core::{Bitfield, ContentKind, GROUP_SIZE, Hash, group_count};
 
 use crate::{
@@ -49,35 +43,6 @@ pub struct PartialBlob {
     pub(crate) flushing: Option<JoinHandle<Result<(), StoreError>>>,
 }
 
-/// What one call to [`PartialBlob::ingest`] achieved.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Ingested {
-    /// Chunk groups newly verified and written.
-    pub new_groups: Vec<u64>,
-    /// Chunk groups that were verified again but were already present.
-    pub duplicate_groups: u64,
-    /// Their bytes (the last group of a blob may be short).
-    pub duplicate_bytes: u64,
-}
-
-/// Why an ingest stopped. Groups verified before the failure are kept.
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    /// The sender is to blame: this group (or the node above it) did not verify.
-    #[error("chunk group {group} failed verification")]
-    BadData { group: u64, ingested: Ingested },
-    /// The stream ended or failed before the requested ranges were complete.
-    #[error("the stream ended early")]
-    Truncated {
-        ingested: Ingested,
-        #[source]
-        source: std::io::Error,
-    },
-    /// Our own disk failed; the sender is not to blame.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 impl PartialBlob {
     pub fn hash(&self) -> Hash {
         self.record.hash
@@ -94,73 +59,6 @@ impl PartialBlob {
 
     pub fn is_complete(&self) -> bool {
         self.verified.is_complete()
-    }
-
-    /// Verifies and writes a bao-encoded response for `ranges`, as produced by
-    /// [`Blob::encode`] on the sending side.
-    pub fn ingest(
-        &mut self,
-        ranges: &ChunkRanges,
-        encoded: impl Read,
-    ) -> Result<Ingested, IngestError> {
-        let mut ingested = Ingested::default();
-        let root = self.record.hash.into();
-        let tree = self.outboard.tree;
-        for item in DecodeResponseIter::new(root, tree, encoded, ranges) {
-            match item {
-                Ok(BaoContentItem::Parent(parent)) => {
-                    self.outboard
-                        .save(parent.node, &parent.pair)
-                        .map_err(StoreError::io(format!(
-                            "writing outboard of {}",
-                            self.record.hash
-                        )))?;
-                }
-                Ok(BaoContentItem::Leaf(leaf)) => {
-                    let group = leaf.offset / GROUP_SIZE;
-                    let whole_group = leaf.offset % GROUP_SIZE == 0
-                        && (leaf.data.len() as u64 == GROUP_SIZE
-                            || leaf.offset + leaf.data.len() as u64 == self.size());
-                    if self.verified.get(group) {
-                        ingested.duplicate_groups += 1;
-                        ingested.duplicate_bytes += leaf.data.len() as u64;
-                        continue;
-                    }
-                    self.data
-                        .write_at_offset(leaf.offset, &leaf.data)
-                        .map_err(StoreError::io(format!("writing {}", self.record.hash)))?;
-                    if whole_group && self.verified.set(group) {
-                        ingested.new_groups.push(group);
-                        self.dirty = true;
-                    }
-                }
-                Err(DecodeError::LeafHashMismatch(chunk)) => {
-                    return Err(IngestError::BadData {
-                        group: chunk.to_bytes() / GROUP_SIZE,
-                        ingested,
-                    });
-                }
-                Err(DecodeError::ParentHashMismatch(node)) => {
-                    return Err(IngestError::BadData {
-                        group: node.chunk_range().start.to_bytes() / GROUP_SIZE,
-                        ingested,
-                    });
-                }
-                Err(DecodeError::Io(source)) => {
-                    return Err(IngestError::Truncated { ingested, source });
-                }
-                Err(e @ (DecodeError::LeafNotFound(_) | DecodeError::ParentNotFound(_))) => {
-                    return Err(IngestError::Truncated {
-                        ingested,
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            e.to_string(),
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(ingested)
     }
 
     /// Makes the verified groups durable: data and outboard first, then the

@@ -82,18 +82,34 @@ impl Storage {
     }
 
     pub fn write_at_offset(&self, pos: u64, buf: &[u8]) -> io::Result<()> {
+        self.write_pieces_at(pos, &[buf])
+    }
+
+    /// Writes `pieces`, one after the other, from `pos`, as one write: a
+    /// verified group that arrived split between two frames is written from
+    /// where it lies, and still reaches write-behind as one aligned write.
+    pub fn write_pieces_at(&self, mut pos: u64, pieces: &[&[u8]]) -> io::Result<()> {
         match self {
-            Storage::File(f) => std::os::unix::fs::FileExt::write_all_at(f.as_ref(), buf, pos),
+            Storage::File(f) => {
+                for piece in pieces {
+                    std::os::unix::fs::FileExt::write_all_at(f.as_ref(), piece, pos)?;
+                    pos += piece.len() as u64;
+                }
+                Ok(())
+            }
             #[cfg(target_os = "linux")]
-            Storage::WriteBehind(w) => w.write_at(pos, buf),
+            Storage::WriteBehind(w) => w.write_at(pos, pieces),
             Storage::Memory(m) => {
                 let mut m = write_lock(m);
-                let start = usize::try_from(pos).map_err(|_| io::ErrorKind::InvalidInput)?;
-                let end = start + buf.len();
-                if m.len() < end {
-                    m.resize(end, 0);
+                let mut start = usize::try_from(pos).map_err(|_| io::ErrorKind::InvalidInput)?;
+                let len: usize = pieces.iter().map(|p| p.len()).sum();
+                if m.len() < start + len {
+                    m.resize(start + len, 0);
                 }
-                m[start..end].copy_from_slice(buf);
+                for piece in pieces {
+                    m[start..start + piece.len()].copy_from_slice(piece);
+                    start += piece.len();
+                }
                 Ok(())
             }
         }

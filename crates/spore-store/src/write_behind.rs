@@ -181,48 +181,58 @@ impl WriteBehind {
         }))
     }
 
-    /// Writes `data` at `pos`: aligned bytes into the run being filled,
-    /// anything else through the page cache at once. Waits only when every
-    /// buffer is queued.
-    pub fn write_at(&self, mut pos: u64, mut data: &[u8]) -> io::Result<()> {
-        if !pos.is_multiple_of(ALIGN as u64) || !data.len().is_multiple_of(ALIGN) {
+    /// Writes `pieces`, one after the other, from `pos`: aligned bytes into
+    /// the run being filled, anything else through the page cache at once.
+    /// Waits only when every buffer is queued.
+    ///
+    /// Alignment is that of the whole write, not of each piece: a group
+    /// that arrived split between two frames still goes into a run.
+    pub fn write_at(&self, mut pos: u64, pieces: &[&[u8]]) -> io::Result<()> {
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        if !pos.is_multiple_of(ALIGN as u64) || !len.is_multiple_of(ALIGN) {
             self.shared.lock().error()?;
-            return self.file.write_all_at(data, pos);
+            for piece in pieces {
+                self.file.write_all_at(piece, pos)?;
+                pos += piece.len() as u64;
+            }
+            return Ok(());
         }
         let mut state = self.shared.lock();
-        while !data.is_empty() {
-            state.error()?;
-            let fits = state
-                .filling
-                .as_ref()
-                .is_some_and(|run| run.end() == pos && run.len < RUN_BYTES);
-            if !fits {
-                state.queue_filling(&self.shared);
-                let buf = loop {
-                    state.error()?;
-                    if let Some(buf) = state.spare.pop() {
-                        break buf;
-                    }
-                    if state.allocated < BUFFERS {
-                        state.allocated += 1;
-                        break AlignedBuf::new();
-                    }
-                    state = self.shared.wait(state);
-                };
-                state.filling = Some(Run {
-                    offset: pos,
-                    len: 0,
-                    buf,
-                });
-            }
-            let run = state.filling.as_mut().expect("a run is being filled");
-            let n = data.len().min(RUN_BYTES - run.len);
-            run.buf.as_mut_slice()[run.len..run.len + n].copy_from_slice(&data[..n]);
-            run.len += n;
-            pos += n as u64;
-            data = &data[n..];
-            if run.len == RUN_BYTES {
-                state.queue_filling(&self.shared);
+        for mut data in pieces.iter().copied() {
+            while !data.is_empty() {
+                state.error()?;
+                let fits = state
+                    .filling
+                    .as_ref()
+                    .is_some_and(|run| run.end() == pos && run.len < RUN_BYTES);
+                if !fits {
+                    state.queue_filling(&self.shared);
+                    let buf = loop {
+                        state.error()?;
+                        if let Some(buf) = state.spare.pop() {
+                            break buf;
+                        }
+                        if state.allocated < BUFFERS {
+                            state.allocated += 1;
+                            break AlignedBuf::new();
+                        }
+                        state = self.shared.wait(state);
+                    };
+                    state.filling = Some(Run {
+                        offset: pos,
+                        len: 0,
+                        buf,
+                    });
+                }
+                let run = state.filling.as_mut().expect("a run is being filled");
+                let n = data.len().min(RUN_BYTES - run.len);
+                run.buf.as_mut_slice()[run.len..run.len + n].copy_from_slice(&data[..n]);
+                run.len += n;
+                pos += n as u64;
+                data = &data[n..];
+                if run.len == RUN_BYTES {
+                    state.queue_filling(&self.shared);
+                }
             }
         }
         Ok(())
@@ -403,7 +413,7 @@ mod tests {
         };
         let a = pattern(1, 3 * RUN_BYTES + 5 * 16384);
         for (i, group) in a.chunks(16384).enumerate() {
-            w.write_at(i as u64 * 16384, group).unwrap();
+            w.write_at(i as u64 * 16384, &[group]).unwrap();
         }
         // Some runs may still be queued: reads see them anyway.
         assert_eq!(read(&w, 0, a.len()), a);
@@ -426,7 +436,7 @@ mod tests {
         for g in [9usize, 3, 4, 5, 0, 10, 1, 8, 2, 7, 6] {
             let start = g * 16384;
             let end = (start + 16384).min(size);
-            w.write_at(start as u64, &a[start..end]).unwrap();
+            w.write_at(start as u64, &[&a[start..end]]).unwrap();
         }
         assert_eq!(read(&w, 0, size), a);
         w.sync().unwrap();
@@ -440,7 +450,7 @@ mod tests {
             return;
         };
         let group = pattern(3, 16384);
-        w.write_at(2 * 16384, &group).unwrap();
+        w.write_at(2 * 16384, &[&group]).unwrap();
         // Whether or not the writer got to it, the group reads back, and
         // the unwritten groups before it read as zeros.
         let got = read(&w, 0, 3 * 16384);
@@ -450,13 +460,41 @@ mod tests {
     }
 
     #[test]
+    fn a_group_written_in_unaligned_pieces_goes_into_the_run() {
+        let Some((w, path, _dir)) = open() else {
+            return;
+        };
+        let a = pattern(5, 3 * 16384);
+        w.write_at(0, &[&a[..16384]]).unwrap();
+        // The second group in three pieces, none of them aligned.
+        w.write_at(
+            16384,
+            &[&a[16384..21000], &a[21000..21001], &a[21001..32768]],
+        )
+        .unwrap();
+        w.write_at(32768, &[&a[32768..]]).unwrap();
+        {
+            let state = w.shared.lock();
+            let pending: Vec<(u64, usize)> = state.pending().map(|r| (r.offset, r.len)).collect();
+            assert_eq!(
+                pending,
+                [(0, 3 * 16384)],
+                "one run, nothing through the page cache"
+            );
+        }
+        assert_eq!(read(&w, 0, a.len()), a);
+        w.sync().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), a);
+    }
+
+    #[test]
     fn many_runs_pass_through_a_bounded_set_of_buffers() {
         let Some((w, path, _dir)) = open() else {
             return;
         };
         let a = pattern(9, 12 * RUN_BYTES);
         for (i, piece) in a.chunks(64 * 1024).enumerate() {
-            w.write_at(i as u64 * 64 * 1024, piece).unwrap();
+            w.write_at(i as u64 * 64 * 1024, &[piece]).unwrap();
         }
         w.sync().unwrap();
         assert!(w.shared.lock().allocated <= BUFFERS);

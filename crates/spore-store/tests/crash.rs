@@ -46,9 +46,7 @@ fn crash_test_child_process() {
         }
         let mut encoded = Vec::new();
         blob.encode(&group_ranges(g), &mut encoded).unwrap();
-        partial
-            .ingest(&group_ranges(g), encoded.as_slice())
-            .unwrap();
+        partial.ingest(&group_ranges(g), &[&encoded]).unwrap();
         // Mostly in the background, as a download does; now and then
         // inline, waiting for the one in flight.
         if i % 16 == 0 {
@@ -118,9 +116,7 @@ fn kill_9_during_partial_writes_never_leaves_wrong_bytes() {
             .unwrap()
             .encode(&ChunkRanges::all(), &mut encoded)
             .unwrap();
-        let ingested = partial
-            .ingest(&ChunkRanges::all(), encoded.as_slice())
-            .unwrap();
+        let ingested = partial.ingest(&ChunkRanges::all(), &[&encoded]).unwrap();
         assert_eq!(
             ingested.new_groups.len() as u64,
             group_count(SIZE as u64) - before

@@ -279,7 +279,7 @@ fn partial_download_in_any_order_then_complete() {
             let ranges = ChunkRanges::from(ChunkNum(g * 16)..ChunkNum((g + 1) * 16));
             let mut encoded = Vec::new();
             from.encode(&ranges, &mut encoded).unwrap();
-            partial.ingest(&ranges, encoded.as_slice()).unwrap();
+            partial.ingest(&ranges, &[&encoded]).unwrap();
             // what is verified is readable already, what is not is refused
             let reader = partial.reader();
             let at = g * GROUP_SIZE;
@@ -327,7 +327,9 @@ fn a_large_download_written_behind_reads_back_at_every_step() {
                 let ranges = ChunkRanges::from(ChunkNum(g * 16)..ChunkNum((g + n) * 16));
                 let mut encoded = Vec::new();
                 from.encode(&ranges, &mut encoded).unwrap();
-                partial.ingest(&ranges, encoded.as_slice()).unwrap();
+                // As the frames carried it: groups and parents cut anywhere.
+                let frames: Vec<&[u8]> = encoded.chunks(70_001).collect();
+                partial.ingest(&ranges, &frames).unwrap();
                 let at = g * GROUP_SIZE;
                 let to = ((g + n) * GROUP_SIZE).min(bytes.len() as u64);
                 let got = partial.reader().read_range(at..to).unwrap();
@@ -365,7 +367,7 @@ fn corrupted_response_is_blamed_on_the_right_group_and_not_written() {
         let mut partial = store
             .partial(&added.hash, bytes.len() as u64, ContentKind::Blob)
             .unwrap();
-        match partial.ingest(&ranges, encoded.as_slice()) {
+        match partial.ingest(&ranges, &[&encoded]) {
             Err(IngestError::BadData { group, ingested }) => {
                 assert!(!partial.verified().get(group));
                 assert_eq!(
@@ -390,7 +392,7 @@ fn corrupted_response_is_blamed_on_the_right_group_and_not_written() {
             .unwrap();
         let cut = &good[..good.len() / 2];
         assert!(matches!(
-            partial.ingest(&ranges, cut),
+            partial.ingest(&ranges, &[cut]),
             Err(IngestError::Truncated { .. })
         ));
         // groups verified before come again: counted as duplicates, by their bytes
@@ -401,7 +403,7 @@ fn corrupted_response_is_blamed_on_the_right_group_and_not_written() {
             .map(|g| ((g + 1) * GROUP_SIZE).min(size) - g * GROUP_SIZE)
             .sum();
         assert!(present_bytes > 0);
-        let again = partial.ingest(&ranges, good.as_slice()).unwrap();
+        let again = partial.ingest(&ranges, &[&good]).unwrap();
         assert_eq!(again.duplicate_groups, present.count_ones());
         assert_eq!(again.duplicate_bytes, present_bytes);
         assert!(partial.is_complete());
@@ -490,7 +492,7 @@ fn partial_progress_survives_reopening() {
             .unwrap()
             .encode(&first_half, &mut encoded)
             .unwrap();
-        partial.ingest(&first_half, encoded.as_slice()).unwrap();
+        partial.ingest(&first_half, &[&encoded]).unwrap();
         partial.flush().unwrap();
     }
     let store = Store::open(&root).unwrap();
@@ -507,7 +509,7 @@ fn partial_progress_survives_reopening() {
         .unwrap()
         .encode(&rest, &mut encoded)
         .unwrap();
-    let ingested = partial.ingest(&rest, encoded.as_slice()).unwrap();
+    let ingested = partial.ingest(&rest, &[&encoded]).unwrap();
     assert_eq!(
         ingested.new_groups.len(),
         9,
@@ -528,7 +530,7 @@ fn a_background_flush_persists_what_was_verified_when_it_began() {
         let ranges = ChunkRanges::from(ChunkNum(groups.start * 16)..ChunkNum(groups.end * 16));
         let mut encoded = Vec::new();
         from.encode(&ranges, &mut encoded).unwrap();
-        partial.ingest(&ranges, encoded.as_slice()).unwrap();
+        partial.ingest(&ranges, &[&encoded]).unwrap();
     };
     let persisted = |store: &Store| match &store.list().unwrap()[0].state {
         BlobState::Partial(b) => b.ones_ranges().flatten().collect::<Vec<u64>>(),

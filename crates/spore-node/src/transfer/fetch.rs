@@ -13,8 +13,7 @@
 //! stream); the worker awaits nothing but its queue.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    io::Read,
+    collections::{HashMap, HashSet},
     ops::Range,
     sync::Arc,
     time::{Duration, Instant},
@@ -1162,9 +1161,6 @@ fn worker(
                 let c = wire::group_chunks(groups);
                 let ranges = ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end));
                 let payload: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-                let reader = ChunksReader {
-                    chunks: chunks.into(),
-                };
                 let size = p.size();
                 // Payload bytes not kept: all but the groups that verified.
                 let dropped = |new: &[u64], duplicate_bytes: u64| {
@@ -1174,7 +1170,7 @@ fn worker(
                         .sum();
                     payload.saturating_sub(kept + duplicate_bytes)
                 };
-                let done = match p.ingest(&ranges, reader) {
+                let done = match p.ingest(&ranges, &chunks) {
                     Ok(ing) => Done::Ingested {
                         peer,
                         id,
@@ -1233,27 +1229,6 @@ async fn to_worker(ctx: &SessionCtx, work: Work) -> bool {
     match worker {
         Some(worker) => worker.send(work).await.is_ok(),
         None => false,
-    }
-}
-
-/// Reads a payload kept as the data frames' slices, without copying them together.
-struct ChunksReader {
-    chunks: VecDeque<Bytes>,
-}
-
-impl Read for ChunksReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while let Some(front) = self.chunks.front_mut() {
-            if front.is_empty() {
-                self.chunks.pop_front();
-                continue;
-            }
-            let n = buf.len().min(front.len());
-            buf[..n].copy_from_slice(&front[..n]);
-            bytes::Buf::advance(front, n);
-            return Ok(n);
-        }
-        Ok(0)
     }
 }
 

@@ -91,7 +91,7 @@ mod tests {
                 .partial(&added.hash, size, ContentKind::Blob)
                 .unwrap();
             let ranges = ChunkRanges::from(ChunkNum(range.start * 16)..ChunkNum(range.end * 16));
-            match partial.ingest(&ranges, lying.as_slice()) {
+            match partial.ingest(&ranges, &[&lying]) {
                 Err(IngestError::BadData { group, ingested }) => {
                     assert_eq!(group, range.start);
                     assert!(ingested.new_groups.is_empty());
@@ -99,7 +99,7 @@ mod tests {
                 other => panic!("{range:?}: {other:?}"),
             }
             // the honest one verifies
-            let ok = partial.ingest(&ranges, honest.as_slice()).unwrap();
+            let ok = partial.ingest(&ranges, &[&honest]).unwrap();
             assert_eq!(ok.new_groups.len() as u64, range.end - range.start);
         }
         assert!(GROUP_SIZE * (groups - 1) < size);

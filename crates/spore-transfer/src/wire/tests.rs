@@ -600,10 +600,10 @@ fn worked_example_in_the_spec() {
     let mut received = Vec::new();
     while let Some(m) = d.decode_next().expect("decodes") {
         if let Message::Data { data, .. } = m {
-            received.extend_from_slice(&data);
+            received.push(data);
         }
     }
-    let ingested = partial.ingest(&ranges, &received[..]).expect("verifies");
+    let ingested = partial.ingest(&ranges, &received).expect("verifies");
     assert_eq!(ingested.new_groups, vec![2]);
 }
 
