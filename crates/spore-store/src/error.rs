@@ -73,8 +73,15 @@ impl StoreError {
         move |source| StoreError::Io { what, source }
     }
 
-    /// True when the disk is full; callers may want to say so prominently.
+    /// True when the disk is full (for our files or for the database);
+    /// callers may want to say so prominently.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull)
+        match self {
+            StoreError::Io { source, .. } => source.kind() == io::ErrorKind::StorageFull,
+            StoreError::Database(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            _ => false,
+        }
     }
 }
