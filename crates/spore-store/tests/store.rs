@@ -2,11 +2,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
-use std::{fs, path::Path};
+use std::{fs, ops::Range, path::Path};
 
 use spore_core::{ContentKind, GROUP_SIZE, Hash};
 use spore_store::{
-    BlobState, ChunkNum, ChunkRanges, ImportMode, IngestError, Removed, Store, StoreError, Verified,
+    Blob, BlobState, ChunkNum, ChunkRanges, ImportMode, IngestError, PartialBlob, Removed, Store,
+    StoreError, Verified,
 };
 use tempfile::TempDir;
 
@@ -29,6 +30,33 @@ fn write(path: &Path, bytes: &[u8]) {
         fs::create_dir_all(p).unwrap();
     }
     fs::write(path, bytes).unwrap();
+}
+
+/// A blob of `len` patterned bytes, as a peer that holds it serves it.
+fn served(len: usize, seed: u8) -> (Vec<u8>, Blob) {
+    let source = Store::in_memory();
+    let bytes = pattern(len, seed);
+    let added = source.add_bytes(&bytes, "x").unwrap();
+    (bytes, source.blob(&added.hash).unwrap())
+}
+
+/// What that peer sends for `ranges`: their bao encoding.
+fn response(from: &Blob, ranges: &ChunkRanges) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    from.encode(ranges, &mut encoded).unwrap();
+    encoded
+}
+
+/// Chunk groups `groups`, as the chunk ranges a request asks for.
+fn group_ranges(groups: Range<u64>) -> ChunkRanges {
+    ChunkRanges::from(ChunkNum(groups.start * 16)..ChunkNum(groups.end * 16))
+}
+
+/// A download of `from` into `store`.
+fn download(store: &Store, from: &Blob) -> PartialBlob {
+    store
+        .partial(&from.hash(), from.size(), ContentKind::Blob)
+        .unwrap()
 }
 
 #[test]
@@ -262,13 +290,8 @@ fn remove_keeps_what_a_collection_still_lists() {
 #[test]
 fn partial_download_in_any_order_then_complete() {
     both(|store, dir| {
-        let source = Store::in_memory();
-        let bytes = pattern(1_000_000, 8);
-        let added = source.add_bytes(&bytes, "x").unwrap();
-        let from = source.blob(&added.hash).unwrap();
-        let mut partial = store
-            .partial(&added.hash, bytes.len() as u64, ContentKind::Blob)
-            .unwrap();
+        let (bytes, from) = served(1_000_000, 8);
+        let mut partial = download(store, &from);
         let groups = spore_core::group_count(bytes.len() as u64);
         let order: Vec<u64> = (0..groups)
             .rev()
@@ -276,10 +299,10 @@ fn partial_download_in_any_order_then_complete() {
             .chain((0..groups).step_by(2))
             .collect();
         for g in order {
-            let ranges = ChunkRanges::from(ChunkNum(g * 16)..ChunkNum((g + 1) * 16));
-            let mut encoded = Vec::new();
-            from.encode(&ranges, &mut encoded).unwrap();
-            partial.ingest(&ranges, &[&encoded]).unwrap();
+            let ranges = group_ranges(g..g + 1);
+            partial
+                .ingest(&ranges, &[response(&from, &ranges)])
+                .unwrap();
             // what is verified is readable already, what is not is refused
             let reader = partial.reader();
             let at = g * GROUP_SIZE;
@@ -293,9 +316,9 @@ fn partial_download_in_any_order_then_complete() {
         let _ = dir;
         let blob = partial.finish().unwrap();
         assert_eq!(blob.read_all().unwrap(), bytes);
-        assert!(store.has_complete(&added.hash).unwrap());
+        assert!(store.has_complete(&from.hash()).unwrap());
         assert!(matches!(
-            store.partial(&added.hash, 1, ContentKind::Blob),
+            store.partial(&from.hash(), 1, ContentKind::Blob),
             Err(StoreError::AlreadyComplete(_))
         ));
     });
@@ -307,13 +330,8 @@ fn partial_download_in_any_order_then_complete() {
 #[test]
 fn a_large_download_written_behind_reads_back_at_every_step() {
     both(|store, _| {
-        let source = Store::in_memory();
-        let bytes = pattern((20 << 20) + 5_000, 3);
-        let added = source.add_bytes(&bytes, "x").unwrap();
-        let from = source.blob(&added.hash).unwrap();
-        let mut partial = store
-            .partial(&added.hash, bytes.len() as u64, ContentKind::Blob)
-            .unwrap();
+        let (bytes, from) = served((20 << 20) + 5_000, 3);
+        let mut partial = download(store, &from);
         let groups = spore_core::group_count(bytes.len() as u64);
         // Responses of 1 to 96 groups, in an order that jumps about.
         let mut starts: Vec<u64> = (0..groups).step_by(96).collect();
@@ -324,9 +342,8 @@ fn a_large_download_written_behind_reads_back_at_every_step() {
             let mut g = start;
             while g < end {
                 let n = (1 + (i as u64 * 7 + g) % 40).min(end - g);
-                let ranges = ChunkRanges::from(ChunkNum(g * 16)..ChunkNum((g + n) * 16));
-                let mut encoded = Vec::new();
-                from.encode(&ranges, &mut encoded).unwrap();
+                let ranges = group_ranges(g..g + n);
+                let encoded = response(&from, &ranges);
                 // As the frames carried it: groups and parents cut anywhere.
                 let frames: Vec<&[u8]> = encoded.chunks(70_001).collect();
                 partial.ingest(&ranges, &frames).unwrap();
@@ -343,7 +360,7 @@ fn a_large_download_written_behind_reads_back_at_every_step() {
         let blob = partial.finish().unwrap();
         assert_eq!(blob.read_all().unwrap(), bytes);
         drop(blob);
-        let reopened = store.blob(&added.hash).unwrap();
+        let reopened = store.blob(&from.hash()).unwrap();
         assert_eq!(reopened.read_all().unwrap(), bytes);
     });
 }
@@ -351,22 +368,13 @@ fn a_large_download_written_behind_reads_back_at_every_step() {
 #[test]
 fn corrupted_response_is_blamed_on_the_right_group_and_not_written() {
     both(|store, _| {
-        let source = Store::in_memory();
-        let bytes = pattern(200_000, 9);
-        let added = source.add_bytes(&bytes, "x").unwrap();
+        let (bytes, from) = served(200_000, 9);
         let ranges = ChunkRanges::all();
-        let mut encoded = Vec::new();
-        source
-            .blob(&added.hash)
-            .unwrap()
-            .encode(&ranges, &mut encoded)
-            .unwrap();
+        let mut encoded = response(&from, &ranges);
         // flip a byte deep inside the stream
         let at = encoded.len() * 2 / 3;
         encoded[at] ^= 0xff;
-        let mut partial = store
-            .partial(&added.hash, bytes.len() as u64, ContentKind::Blob)
-            .unwrap();
+        let mut partial = download(store, &from);
         match partial.ingest(&ranges, &[&encoded]) {
             Err(IngestError::BadData { group, ingested }) => {
                 assert!(!partial.verified().get(group));
@@ -384,12 +392,7 @@ fn corrupted_response_is_blamed_on_the_right_group_and_not_written() {
             other => panic!("{other:?}"),
         }
         // a truncated stream keeps what verified
-        let mut good = Vec::new();
-        source
-            .blob(&added.hash)
-            .unwrap()
-            .encode(&ranges, &mut good)
-            .unwrap();
+        let good = response(&from, &ranges);
         let cut = &good[..good.len() / 2];
         assert!(matches!(
             partial.ingest(&ranges, &[cut]),
@@ -477,39 +480,23 @@ fn flipped_bytes_on_disk_are_detected_and_outboard_damage_repaired() {
 fn partial_progress_survives_reopening() {
     let dir = TempDir::new().unwrap();
     let root = dir.path().join("store");
-    let source = Store::in_memory();
-    let bytes = pattern(300_000, 11);
-    let added = source.add_bytes(&bytes, "x").unwrap();
+    let (bytes, from) = served(300_000, 11);
     let first_half = ChunkRanges::from(ChunkNum(0)..ChunkNum(160));
     {
         let store = Store::open(&root).unwrap();
-        let mut partial = store
-            .partial(&added.hash, bytes.len() as u64, ContentKind::Blob)
+        let mut partial = download(&store, &from);
+        partial
+            .ingest(&first_half, &[response(&from, &first_half)])
             .unwrap();
-        let mut encoded = Vec::new();
-        source
-            .blob(&added.hash)
-            .unwrap()
-            .encode(&first_half, &mut encoded)
-            .unwrap();
-        partial.ingest(&first_half, &[&encoded]).unwrap();
         partial.flush().unwrap();
     }
     let store = Store::open(&root).unwrap();
     let listed = store.list().unwrap();
     assert!(matches!(&listed[0].state, BlobState::Partial(b) if b.count_ones() == 10));
-    let mut partial = store
-        .partial(&added.hash, bytes.len() as u64, ContentKind::Blob)
-        .unwrap();
+    let mut partial = download(&store, &from);
     assert_eq!(partial.verified().count_ones(), 10);
     let rest = ChunkRanges::from(ChunkNum(160)..);
-    let mut encoded = Vec::new();
-    source
-        .blob(&added.hash)
-        .unwrap()
-        .encode(&rest, &mut encoded)
-        .unwrap();
-    let ingested = partial.ingest(&rest, &[&encoded]).unwrap();
+    let ingested = partial.ingest(&rest, &[response(&from, &rest)]).unwrap();
     assert_eq!(
         ingested.new_groups.len(),
         9,
@@ -522,15 +509,12 @@ fn partial_progress_survives_reopening() {
 fn a_background_flush_persists_what_was_verified_when_it_began() {
     let dir = TempDir::new().unwrap();
     let root = dir.path().join("store");
-    let source = Store::in_memory();
-    let bytes = pattern(300_000, 12);
-    let added = source.add_bytes(&bytes, "x").unwrap();
-    let from = source.blob(&added.hash).unwrap();
-    let ingest = |partial: &mut spore_store::PartialBlob, groups: std::ops::Range<u64>| {
-        let ranges = ChunkRanges::from(ChunkNum(groups.start * 16)..ChunkNum(groups.end * 16));
-        let mut encoded = Vec::new();
-        from.encode(&ranges, &mut encoded).unwrap();
-        partial.ingest(&ranges, &[&encoded]).unwrap();
+    let (bytes, from) = served(300_000, 12);
+    let ingest = |partial: &mut PartialBlob, groups: Range<u64>| {
+        let ranges = group_ranges(groups);
+        partial
+            .ingest(&ranges, &[response(&from, &ranges)])
+            .unwrap();
     };
     let persisted = |store: &Store| match &store.list().unwrap()[0].state {
         BlobState::Partial(b) => b.ones_ranges().flatten().collect::<Vec<u64>>(),
@@ -538,9 +522,7 @@ fn a_background_flush_persists_what_was_verified_when_it_began() {
     };
     {
         let store = Store::open(&root).unwrap();
-        let mut partial = store
-            .partial(&added.hash, bytes.len() as u64, ContentKind::Blob)
-            .unwrap();
+        let mut partial = download(&store, &from);
         ingest(&mut partial, 0..4);
         partial.flush_in_background().unwrap();
         // Verified while the flush runs: not claimed until a later flush.
@@ -549,9 +531,7 @@ fn a_background_flush_persists_what_was_verified_when_it_began() {
     }
     let store = Store::open(&root).unwrap();
     assert_eq!(persisted(&store), (0..4).collect::<Vec<u64>>());
-    let mut partial = store
-        .partial(&added.hash, bytes.len() as u64, ContentKind::Blob)
-        .unwrap();
+    let mut partial = download(&store, &from);
     ingest(&mut partial, 4..8);
     partial.flush_in_background().unwrap();
     ingest(&mut partial, 8..10);
@@ -565,5 +545,5 @@ fn a_background_flush_persists_what_was_verified_when_it_began() {
     // Completion waits for the flush in flight, whose older bitfield must
     // not overwrite the complete record after it.
     assert_eq!(partial.finish().unwrap().read_all().unwrap(), bytes);
-    assert!(store.has_complete(&added.hash).unwrap());
+    assert!(store.has_complete(&from.hash()).unwrap());
 }
