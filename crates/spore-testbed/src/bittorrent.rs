@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
-use crate::net::{HostConfig, Testbed, run};
+use crate::net::{Testbed, run};
 use crate::report::{DownloadOutcome, HostReport, RunReport, Sample};
 use crate::runner::{RunOptions, make_file, proc_usage};
 use crate::scenario::{Action, Plan, Trigger};
@@ -99,18 +99,14 @@ pub fn run_aria2(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepo
     std::fs::write(&hook, "#!/bin/sh\ndate +%s.%N > \"$SPT_DONE\"\n")?;
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
 
-    let configs: Vec<HostConfig> = plan
-        .hosts
-        .iter()
-        .map(|h| HostConfig {
-            name: h.name.clone(),
-            ip: h.ip,
-            up_bps: h.up_bps,
-            down_bps: h.down_bps,
-            shape: h.shape,
-        })
-        .collect();
-    let bed = Testbed::up(run_id, &configs, &opts.testbed_exe, plan.seed, &opts.work)?;
+    let bed = Testbed::up(
+        run_id,
+        &plan.host_configs(),
+        &opts.testbed_exe,
+        plan.seed,
+        &opts.work,
+    )?;
+    let congestion = bed.congestion()?;
     let mut children: Vec<Option<Child>> = (0..plan.hosts.len()).map(|_| None).collect();
     let mut tracker = bed
         .command(seed, "opentracker")
@@ -295,7 +291,7 @@ pub fn run_aria2(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepo
             verified_bytes: None,
         });
     }
-    let report = RunReport::new(plan, "aria2", hosts, samples, events);
+    let report = RunReport::new(plan, "aria2", congestion, hosts, samples, events);
     if !opts.keep {
         let _ = std::fs::remove_dir_all(&opts.work);
     }

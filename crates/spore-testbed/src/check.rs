@@ -99,6 +99,7 @@ pub fn run_check(cfg: &CheckConfig, exe: &std::path::Path) -> Result<CheckResult
         up_bps: Some(cfg.up_mbit * 1e6),
         down_bps: Some(cfg.down_mbit * 1e6),
         shape,
+        congestion: None,
     };
     let work = std::env::temp_dir().join(format!("spore-testbed-check-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;

@@ -74,6 +74,10 @@ enum Cmd {
         /// for a run where every connection is TCP.
         #[arg(long)]
         node_config: Option<PathBuf>,
+        /// Override the scenario's TCP congestion control for every host
+        /// (`bbr`, `cubic`, …; see /proc/sys/net/ipv4/tcp_available_congestion_control).
+        #[arg(long)]
+        congestion: Option<String>,
     },
     /// Check a scenario file without running it (no root needed).
     Validate { scenario: PathBuf },
@@ -263,8 +267,12 @@ fn real_main() -> Result<()> {
             size_mib,
             timeout_s,
             node_config,
+            congestion,
         } => {
-            let scenario = load(&scenario, size_mib, timeout_s)?;
+            let mut scenario = load(&scenario, size_mib, timeout_s)?;
+            if congestion.is_some() {
+                scenario.congestion = congestion;
+            }
             require_root()?;
             install_signal_cleanup()?;
             let builds = if spore.is_empty() {

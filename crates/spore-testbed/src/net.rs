@@ -67,6 +67,34 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The sysctl of a namespace's TCP congestion control.
+const CONGESTION: &str = "net.ipv4.tcp_congestion_control";
+
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<String> {
+    run(Command::new("ip").args([
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        &format!("{key}={value}"),
+    ]))
+}
+
+/// Sets the namespace's TCP congestion control, or says which ones this
+/// machine has.
+fn set_congestion(ns: &str, name: &str) -> Result<()> {
+    sysctl(ns, CONGESTION, name).map(drop).with_context(|| {
+        let available =
+            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+                .unwrap_or_default();
+        format!(
+            "TCP congestion control {name:?} is not available here (available: {}; others may need `modprobe tcp_{name}`)",
+            available.trim()
+        )
+    })
+}
+
 fn ip(args: &[&str]) -> Result<String> {
     run(Command::new("ip").args(args))
 }
@@ -79,6 +107,9 @@ pub struct HostConfig {
     pub up_bps: Option<f64>,
     pub down_bps: Option<f64>,
     pub shape: LinkShape,
+    /// Its TCP congestion control; `None` keeps what a new namespace gets
+    /// (the machine's).
+    pub congestion: Option<String>,
 }
 
 /// A host that exists.
@@ -321,14 +352,10 @@ impl Testbed {
                 ("net.ipv6.conf.all.disable_ipv6", "1"),
                 ("net.ipv6.conf.default.disable_ipv6", "1"),
             ] {
-                run(Command::new("ip").args([
-                    "netns",
-                    "exec",
-                    &ns,
-                    "sysctl",
-                    "-qw",
-                    &format!("{k}={v}"),
-                ]))?;
+                sysctl(&ns, k, v)?;
+            }
+            if let Some(name) = &h.congestion {
+                set_congestion(&ns, name)?;
             }
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             ip(&[
@@ -442,6 +469,15 @@ impl Testbed {
             bail!("the relay in {ns} did not start (see its error above)");
         }
         Ok(child)
+    }
+
+    /// The TCP congestion control the hosts use (that of the first host;
+    /// they all have the same).
+    pub fn congestion(&self) -> Result<String> {
+        let host = self.hosts.first().context("a testbed without hosts")?;
+        let out =
+            run(Command::new("ip").args(["netns", "exec", &host.ns, "sysctl", "-n", CONGESTION]))?;
+        Ok(out.trim().to_string())
     }
 
     pub fn host(&self, name: &str) -> Option<&Host> {

@@ -77,6 +77,8 @@ pub struct Sample {
 pub struct RunReport {
     pub scenario: String,
     pub tool: String,
+    /// The hosts' TCP congestion control.
+    pub congestion: String,
     pub file_bytes: u64,
     /// Kumar–Ross bound, for a scenario with one sharer.
     pub bound: Option<Bound>,
@@ -130,6 +132,7 @@ impl RunReport {
     pub fn new(
         plan: &Plan,
         tool: &str,
+        congestion: String,
         hosts: Vec<HostReport>,
         samples: Vec<Sample>,
         events: Vec<(f64, String)>,
@@ -160,6 +163,7 @@ impl RunReport {
         Self {
             scenario: plan.name.clone(),
             tool: tool.to_string(),
+            congestion,
             file_bytes: plan.file_bytes,
             bound,
             last_finish_s,
@@ -263,6 +267,7 @@ impl RunReport {
                 b.seconds, b.seed_term, b.download_term, b.aggregate_term
             );
         }
+        let _ = writeln!(s, "TCP congestion control: {}", self.congestion);
         match (self.last_finish_s, self.ratio_to_bound) {
             (Some(t), Some(r)) => {
                 let _ = writeln!(
@@ -595,7 +600,7 @@ do = "get"
                 cpu_s: 0.1,
             },
         ];
-        let r = RunReport::new(&plan(), "spore", hosts, samples, vec![]);
+        let r = RunReport::new(&plan(), "spore", "bbr".into(), hosts, samples, vec![]);
         // F = 8 Mibit; seed 16 Mbit/s, two leechers at 8 up: 2F/(32 Mbit/s)
         let b = r.bound.unwrap();
         let f = 8.0 * 1048576.0;
@@ -641,7 +646,7 @@ do = "get"
         // three whole groups and 100 bytes of a fourth missing from 1 MiB
         l2.verified_bytes = Some((1 << 20) - 3 * 16384 - 100);
         let hosts = vec![host("s", DownloadOutcome::NotAsked, None), l1, l2];
-        let failed = RunReport::new(&plan(), "spore", hosts, vec![], vec![]);
+        let failed = RunReport::new(&plan(), "spore", "bbr".into(), hosts, vec![], vec![]);
         assert_eq!(failed.shortfall_groups(), Some(4));
         assert!(
             failed
@@ -656,7 +661,7 @@ do = "get"
             host("l1", DownloadOutcome::Done, Some(0.5)),
             host("l2", DownloadOutcome::Done, Some(0.7)),
         ];
-        let passed = RunReport::new(&plan(), "spore", hosts, vec![], vec![]);
+        let passed = RunReport::new(&plan(), "spore", "bbr".into(), hosts, vec![], vec![]);
         assert_eq!(passed.shortfall_groups(), None);
         let mut tally = Tally::new("spore");
         tally.add(&failed);
@@ -676,7 +681,7 @@ do = "get"
             host("l1", DownloadOutcome::Done, Some(0.5)),
             host("l2", DownloadOutcome::TimedOut, None),
         ];
-        let r = RunReport::new(&plan(), "spore", hosts, vec![], vec![]);
+        let r = RunReport::new(&plan(), "spore", "bbr".into(), hosts, vec![], vec![]);
         assert_eq!(r.last_finish_s, None);
         assert_eq!(r.ratio_to_bound, None);
         assert!(
@@ -692,7 +697,7 @@ do = "get"
             host("l1", DownloadOutcome::Done, Some(0.5)),
             host("l2", DownloadOutcome::Left, None),
         ];
-        let r = RunReport::new(&plan(), "spore", hosts, vec![], vec![]);
+        let r = RunReport::new(&plan(), "spore", "bbr".into(), hosts, vec![], vec![]);
         assert_eq!(r.last_finish_s, Some(0.5));
     }
 
@@ -715,7 +720,7 @@ do = "get"
                 })
             })
             .collect();
-        let r = RunReport::new(&plan(), "spore", hosts, samples, vec![]);
+        let r = RunReport::new(&plan(), "spore", "bbr".into(), hosts, samples, vec![]);
         r.write_all(dir.path()).unwrap();
         let svg = std::fs::read_to_string(dir.path().join("t-spore-cdf.svg")).unwrap();
         assert!(
@@ -741,7 +746,7 @@ do = "get"
                     None => host("l2", DownloadOutcome::TimedOut, None),
                 },
             ];
-            RunReport::new(&plan(), "spore", hosts, vec![], vec![])
+            RunReport::new(&plan(), "spore", "bbr".into(), hosts, vec![], vec![])
         };
         let mut t = Tally::new("spore (a)");
         assert_eq!(

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use spore_core::Ticket;
 
-use crate::net::{HostConfig, Testbed, run, wait_until};
+use crate::net::{Testbed, run, wait_until};
 use crate::report::{DownloadOutcome, HostReport, RunReport, Sample, SourceStats};
 use crate::scenario::{Action, Plan, Trigger};
 
@@ -600,18 +600,14 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepor
         h.update_mmap_rayon(&source_file)?;
         h.finalize()
     };
-    let configs: Vec<HostConfig> = plan
-        .hosts
-        .iter()
-        .map(|h| HostConfig {
-            name: h.name.clone(),
-            ip: h.ip,
-            up_bps: h.up_bps,
-            down_bps: h.down_bps,
-            shape: h.shape,
-        })
-        .collect();
-    let bed = Testbed::up(run_id, &configs, &opts.testbed_exe, plan.seed, &opts.work)?;
+    let bed = Testbed::up(
+        run_id,
+        &plan.host_configs(),
+        &opts.testbed_exe,
+        plan.seed,
+        &opts.work,
+    )?;
+    let congestion = bed.congestion()?;
     let hosts = plan
         .hosts
         .iter()
@@ -699,6 +695,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepor
     let report = RunReport::new(
         plan,
         "spore",
+        congestion,
         reports,
         std::mem::take(&mut r.samples),
         std::mem::take(&mut r.events_log),

@@ -5,6 +5,7 @@
 //! name = "swarm-smoke"
 //! seed = 1
 //! timeout_s = 300
+//! congestion = "bbr"     # TCP congestion control of every host (unset: the machine's)
 //! [file]
 //! size_mib = 256
 //! [link]                 # every host's defaults
@@ -54,7 +55,7 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::emulator::LinkShape;
+use crate::{emulator::LinkShape, net::HostConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -78,6 +79,10 @@ pub struct Scenario {
     pub seed: u64,
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
+    /// The TCP congestion control of every host (`bbr`, `cubic`, …); unset,
+    /// the hosts use the machine's, which the report names either way.
+    #[serde(default)]
+    pub congestion: Option<String>,
     pub file: FileSpec,
     #[serde(default)]
     pub link: LinkSpec,
@@ -229,9 +234,27 @@ pub struct Plan {
     pub description: String,
     pub seed: u64,
     pub timeout: Duration,
+    pub congestion: Option<String>,
     pub file_bytes: u64,
     pub hosts: Vec<HostPlan>,
     pub events: Vec<PlannedEvent>,
+}
+
+impl Plan {
+    /// What the testbed builds for this plan's hosts.
+    pub fn host_configs(&self) -> Vec<HostConfig> {
+        self.hosts
+            .iter()
+            .map(|h| HostConfig {
+                name: h.name.clone(),
+                ip: h.ip,
+                up_bps: h.up_bps,
+                down_bps: h.down_bps,
+                shape: h.shape,
+                congestion: self.congestion.clone(),
+            })
+            .collect()
+    }
 }
 
 /// The most hosts one testbed builds (addresses 10.77.0.1 – 10.77.0.250).
@@ -393,6 +416,7 @@ impl Scenario {
             description: self.description.clone(),
             seed: self.seed,
             timeout: Duration::from_secs_f64(self.timeout_s),
+            congestion: self.congestion.clone(),
             file_bytes,
             hosts,
             events,
@@ -591,6 +615,22 @@ do = "kill"
         // the same seed draws the same hosts and times
         let again = Scenario::parse(SWARM).unwrap().plan().unwrap();
         assert_eq!(plan.events, again.events);
+        // unset, every host keeps the machine's congestion control
+        assert!(plan.host_configs().iter().all(|h| h.congestion.is_none()));
+    }
+
+    #[test]
+    fn a_congestion_control_reaches_every_host() {
+        let text = format!("congestion = \"cubic\"\n{SWARM}");
+        let plan = Scenario::parse(&text).unwrap().plan().unwrap();
+        let hosts = plan.host_configs();
+        assert_eq!(hosts.len(), 9);
+        assert!(
+            hosts
+                .iter()
+                .all(|h| h.congestion.as_deref() == Some("cubic"))
+        );
+        assert_eq!(hosts[8].up_bps, plan.hosts[8].up_bps);
     }
 
     fn err(text: &str) -> String {
