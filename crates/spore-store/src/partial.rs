@@ -1,10 +1,11 @@
 //! Partial blobs: the target of a download.
 //!
 //! Data arrives as bao-encoded ranges and is verified group by group before a
-//! byte is written (`ingest.rs`). Writes are positional, in any order. The set of verified
-//! groups is kept in memory and persisted by [`PartialBlob::flush`] only after
-//! the data and outboard files are synced, so after a crash the persisted
-//! bitfield never claims a group whose bytes are not on disk.
+//! byte is written (`ingest.rs`). Writes are positional, in any order. The set
+//! of verified groups is kept in memory and persisted by
+//! [`PartialBlob::flush`] only after the data and outboard files are synced,
+//! so after a crash the persisted bitfield never claims a group whose bytes
+//! are not on disk.
 //!
 //! A download flushes every second. Syncing a second of data takes the disk
 //! a good part of a second, so [`PartialBlob::flush_in_background`] does it
