@@ -570,8 +570,10 @@ impl<S: FnMut(Vec<u8>) -> std::io::Result<()>> DataWriter<S> {
         let payload = frame.len() - self.header_slot;
         let mut header = Vec::with_capacity(self.header_slot);
         encode_data_header(self.id, payload, &mut header).map_err(std::io::Error::other)?;
-        // A shorter payload never has a longer header. Only a short last
-        // frame (under 16 KiB) has a shorter one: its payload moves up.
+        // A shorter payload never has a longer header. A short last frame
+        // whose length takes fewer varint bytes than a full frame's (with
+        // 256 KiB frames: under 16 KiB) has a shorter one; its header then
+        // starts later in the slot, and the unused front is dropped.
         let start = self.header_slot - header.len();
         frame[start..self.header_slot].copy_from_slice(&header);
         if start > 0 {
