@@ -167,6 +167,22 @@ pub fn run_aria2(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepo
     let mut events = Vec::new();
     let mut seed_started = false;
     let mut next_sample = Instant::now();
+    let sample_all = |samples: &mut Vec<Sample>, children: &[Option<Child>], t: f64| {
+        for (i, host) in bed.hosts.iter().enumerate() {
+            let c = host.link_counters().unwrap_or_default();
+            let cpu = children[i]
+                .as_ref()
+                .and_then(|c| proc_usage(c.id()))
+                .map_or(0.0, |u| u.0);
+            samples.push(Sample {
+                t,
+                host: i,
+                up_bytes: c.up_bytes,
+                down_bytes: c.down_bytes,
+                cpu_s: cpu,
+            });
+        }
+    };
     let result: Result<()> = 'run: loop {
         let now = start.elapsed().as_secs_f64();
         if !seed_started && now >= seed_at {
@@ -206,21 +222,7 @@ pub fn run_aria2(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepo
         }
         if Instant::now() >= next_sample {
             next_sample += Duration::from_millis(500);
-            for (i, host) in bed.hosts.iter().enumerate() {
-                let c = host.link_counters().unwrap_or_default();
-                let (up, down) = (c.up_bytes, c.down_bytes);
-                let cpu = children[i]
-                    .as_ref()
-                    .and_then(|c| proc_usage(c.id()))
-                    .map_or(0.0, |u| u.0);
-                samples.push(Sample {
-                    t: now,
-                    host: i,
-                    up_bytes: up,
-                    down_bytes: down,
-                    cpu_s: cpu,
-                });
-            }
+            sample_all(&mut samples, &children, now);
         }
         if gets.iter().all(|(h, _)| completion[*h].is_some()) {
             break 'run Ok(());
@@ -231,6 +233,10 @@ pub fn run_aria2(plan: &Plan, opts: &RunOptions, run_id: &str) -> Result<RunRepo
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // The counters at the end, not up to 500 ms before it: a report read
+    // from the last periodic sample missed the last bytes, and aria2's
+    // leechers seemed to receive less than the file.
+    sample_all(&mut samples, &children, start.elapsed().as_secs_f64());
     let mut usage = vec![(0.0, 0u64); plan.hosts.len()];
     for (i, c) in children.iter_mut().enumerate() {
         if let Some(c) = c {
