@@ -18,6 +18,10 @@
 //! What `O_DIRECT` cannot take goes through the page cache: a write whose
 //! offset or length is not a multiple of [`ALIGN`] (a blob's short last
 //! group), and every write once the file system refused one (`EINVAL`).
+//!
+//! Each file has a writer thread and up to four 1 MiB buffers, so a process
+//! writes at most [`MAX_FILES`] files behind at once ([`FILES`]); further
+//! downloads go through the page cache.
 
 use std::{
     collections::VecDeque,
@@ -25,7 +29,10 @@ use std::{
     io,
     os::unix::fs::{FileExt, OpenOptionsExt},
     path::Path,
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
     thread::JoinHandle,
 };
 
@@ -39,6 +46,46 @@ pub(crate) const RUN_BYTES: usize = 1 << 20;
 pub(crate) const WORTH_IT_FROM: u64 = 16 << 20;
 /// Buffers per file: one being filled, the rest queued or being written.
 const BUFFERS: usize = 4;
+/// Files a process writes behind at once: as many as a collection
+/// downloads side by side (16 MiB of buffers and four threads at most).
+pub(crate) const MAX_FILES: usize = 4;
+/// The slots of this process's files written behind.
+pub(crate) static FILES: Slots = Slots::new(MAX_FILES);
+
+/// A bounded count of things open at once.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    taken: AtomicUsize,
+    max: usize,
+}
+
+impl Slots {
+    pub(crate) const fn new(max: usize) -> Self {
+        Slots {
+            taken: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A slot, given back on drop; `None` when all are taken.
+    fn take(&'static self) -> Option<Slot> {
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self))
+    }
+}
+
+#[derive(Debug)]
+struct Slot(&'static Slots);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A data file whose aligned writes are gathered and written behind.
 #[derive(Debug)]
@@ -47,6 +94,8 @@ pub struct WriteBehind {
     file: Arc<File>,
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
+    /// Given back once the writer has finished (fields drop after `drop`).
+    _slot: Slot,
 }
 
 #[derive(Debug)]
@@ -152,8 +201,16 @@ impl State {
 impl WriteBehind {
     /// Opens `path` a second time with `O_DIRECT` beside `file` (the same
     /// file, opened normally) and starts the writer. `None` where the file
-    /// system does not take `O_DIRECT` (tmpfs refuses to open with it).
-    pub fn open(file: Arc<File>, path: &Path) -> io::Result<Option<Self>> {
+    /// system does not take `O_DIRECT` (tmpfs refuses to open with it), or
+    /// when every one of `slots` (in the store: [`FILES`]) is taken.
+    pub(crate) fn open(
+        file: Arc<File>,
+        path: &Path,
+        slots: &'static Slots,
+    ) -> io::Result<Option<Self>> {
+        let Some(slot) = slots.take() else {
+            return Ok(None);
+        };
         let direct = match std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
@@ -178,6 +235,7 @@ impl WriteBehind {
             file,
             shared,
             writer: Some(writer),
+            _slot: slot,
         }))
     }
 
@@ -374,9 +432,21 @@ fn write_run(run: &Run, file: &File, direct: &mut Option<File>) -> io::Result<()
 mod tests {
     use super::*;
 
+    /// Slots enough for every test of this module at once.
+    static TEST_FILES: Slots = Slots::new(64);
+
     /// A write-behind file in a fresh directory, or `None` (said on stderr)
     /// where the temporary directory's file system refuses `O_DIRECT`.
     fn open() -> Option<(WriteBehind, std::path::PathBuf, tempfile::TempDir)> {
+        let (dir, file, path) = new_file();
+        let Some(w) = WriteBehind::open(Arc::new(file), &path, &TEST_FILES).unwrap() else {
+            eprintln!("{} refuses O_DIRECT: nothing to test", dir.path().display());
+            return None;
+        };
+        Some((w, path, dir))
+    }
+
+    fn new_file() -> (tempfile::TempDir, File, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data");
         let file = std::fs::OpenOptions::new()
@@ -386,11 +456,29 @@ mod tests {
             .truncate(false)
             .open(&path)
             .unwrap();
-        let Some(w) = WriteBehind::open(Arc::new(file), &path).unwrap() else {
-            eprintln!("{} refuses O_DIRECT: nothing to test", dir.path().display());
-            return None;
+        (dir, file, path)
+    }
+
+    #[test]
+    fn only_so_many_files_are_written_behind_at_once() {
+        static TWO: Slots = Slots::new(2);
+        let open = || {
+            let (dir, file, path) = new_file();
+            (WriteBehind::open(Arc::new(file), &path, &TWO).unwrap(), dir)
         };
-        Some((w, path, dir))
+        let (Some(a), _a) = open() else {
+            eprintln!("the temporary directory refuses O_DIRECT: nothing to test");
+            return;
+        };
+        let (b, _b) = open();
+        assert!(b.is_some());
+        assert!(open().0.is_none(), "a third goes through the page cache");
+        drop(a);
+        assert!(
+            open().0.is_some(),
+            "a slot is free again once a file closes"
+        );
+        assert_eq!(TWO.taken.load(Ordering::Acquire), 1);
     }
 
     fn pattern(seed: u8, len: usize) -> Vec<u8> {

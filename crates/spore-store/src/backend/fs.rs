@@ -317,7 +317,8 @@ impl Backend for FsBackend {
             return Ok(Storage::File(file));
         }
         let path = self.path(hash, Part::Data);
-        match crate::write_behind::WriteBehind::open(file.clone(), &path) {
+        let slots = &crate::write_behind::FILES;
+        match crate::write_behind::WriteBehind::open(file.clone(), &path, slots) {
             Ok(Some(w)) => Ok(Storage::WriteBehind(Arc::new(w))),
             Ok(None) => Ok(Storage::File(file)),
             Err(e) => Err(StoreError::io(format!("opening {}", path.display()))(e)),
