@@ -5,10 +5,11 @@
 //! One fixed blob is added to a source store once. Each run opens a fresh
 //! partial for it in a second in-memory store and feeds it a few responses:
 //! fuzzer-made bytes, or the honest `Blob::encode` output of some ranges,
-//! then edited (bits flipped, bytes inserted or removed, cut short).
+//! then edited (bits flipped, bytes inserted or removed, cut short), and cut
+//! into the slices the frames would have carried (down to single bytes).
 #![no_main]
 
-use std::{io::Cursor, ops::Range, sync::OnceLock};
+use std::{ops::Range, sync::OnceLock};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -93,6 +94,8 @@ enum Response {
 struct Step {
     request: Vec<Span>,
     response: Response,
+    /// The response arrives in slices of `1 + slice` bytes.
+    slice: u16,
 }
 
 fn encode(ranges: &ChunkRanges) -> Vec<u8> {
@@ -175,7 +178,8 @@ fuzz_target!(|steps: Vec<Step>| {
             }
         };
         let before = partial.verified().clone();
-        let result = partial.ingest(&ranges, Cursor::new(&bytes));
+        let slices: Vec<&[u8]> = bytes.chunks(1 + usize::from(step.slice)).collect();
+        let result = partial.ingest(&ranges, &slices);
         let ingested: &Ingested = match &result {
             Ok(ingested) => ingested,
             Err(
