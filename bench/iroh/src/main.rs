@@ -13,8 +13,8 @@
 //! blob is then exported to `--work/received` (untimed) for the caller to
 //! compare with the original.
 //!
-//! Prints one line, `{"seconds": <f64>}`; errors go to stderr with a
-//! non-zero exit.
+//! Prints one line, `seconds <f64>` (as compare's Python helpers do); errors
+//! go to stderr with a non-zero exit.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         .and_then(|rt| rt.block_on(run(&args.file, &args.work)));
     match outcome {
         Ok(secs) => {
-            println!("{{\"seconds\": {secs}}}");
+            println!("seconds {secs}");
             ExitCode::SUCCESS
         }
         Err(e) => {

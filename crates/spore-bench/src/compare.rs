@@ -502,11 +502,7 @@ fn iroh(bin: &Path, file: &Path, dir: &Path) -> Result<f64> {
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    let printed: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("spore-bench-iroh printed no JSON")?;
-    let secs = printed["seconds"]
-        .as_f64()
-        .context("spore-bench-iroh printed no seconds")?;
+    let secs = seconds_from(&out.stdout)?;
     let got = work.join("received");
     same_file(file, &got)?;
     std::fs::remove_file(got)?;

@@ -19,10 +19,12 @@ use bao_tree::{
     io::sync::OutboardMut,
     iter::{BaoChunk, ResponseIterRef},
 };
-use blake3::hazmat::{ChainingValue, HasherExt};
 use spore_core::GROUP_SIZE;
 
-use crate::{PartialBlob, StoreError, outboard::parent_cv};
+use crate::{
+    PartialBlob, StoreError,
+    outboard::{leaf_hash, parent_cv},
+};
 
 /// What one call to [`PartialBlob::ingest`] achieved.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -115,7 +117,7 @@ impl PartialBlob {
                     if !payload.take(size, &mut pieces) {
                         return Err(truncated(ingested, format!("inside group {group}")));
                     }
-                    if expected.pop() != Some(leaf_hash(start_chunk, &pieces, is_root)) {
+                    if expected.pop() != Some(leaf_hash(offset, &pieces, is_root)) {
                         return Err(IngestError::BadData { group, ingested });
                     }
                     // A request for less than a group (never ours, but valid
@@ -151,24 +153,6 @@ fn with_last_chunk(ranges: &ChunkRanges, size: u64) -> ChunkRanges {
         ranges | &tail
     } else {
         ranges.clone()
-    }
-}
-
-/// The hash a leaf of the tree must have: a chaining value, or the blob's
-/// hash when the leaf is the whole blob. `pieces` are its bytes, in order.
-fn leaf_hash(start: ChunkNum, pieces: &[&[u8]], is_root: bool) -> blake3::Hash {
-    let mut hasher = blake3::Hasher::new();
-    if !is_root {
-        hasher.set_input_offset(start.to_bytes());
-    }
-    for piece in pieces {
-        hasher.update(piece);
-    }
-    if is_root {
-        hasher.finalize()
-    } else {
-        let cv: ChainingValue = hasher.finalize_non_root();
-        blake3::Hash::from(cv)
     }
 }
 

@@ -39,11 +39,27 @@ pub fn view<D>(hash: Hash, size: u64, data: D) -> PostOrderOutboard<D> {
 /// Chaining value of one chunk group starting at byte `offset` of a blob that
 /// has more than one group.
 pub(crate) fn group_cv(offset: u64, bytes: &[u8]) -> blake3::Hash {
+    leaf_hash(offset, &[bytes], false)
+}
+
+/// The hash the leaf at `offset` must have in the tree: its chaining value,
+/// or the blob's hash when the leaf is the whole blob (`is_root`). `pieces`
+/// are its bytes in order (a group received across two frames is hashed
+/// where it lies).
+pub(crate) fn leaf_hash(offset: u64, pieces: &[&[u8]], is_root: bool) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new();
-    hasher.set_input_offset(offset);
-    hasher.update(bytes);
-    let cv: ChainingValue = hasher.finalize_non_root();
-    blake3::Hash::from(cv)
+    if !is_root {
+        hasher.set_input_offset(offset);
+    }
+    for piece in pieces {
+        hasher.update(piece);
+    }
+    if is_root {
+        hasher.finalize()
+    } else {
+        let cv: ChainingValue = hasher.finalize_non_root();
+        blake3::Hash::from(cv)
+    }
 }
 
 pub(crate) fn parent_cv(left: &blake3::Hash, right: &blake3::Hash, is_root: bool) -> blake3::Hash {

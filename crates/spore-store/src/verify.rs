@@ -8,7 +8,7 @@ use bao_tree::{ChunkNum, ChunkRanges, io::sync::Outboard, iter::BaoChunk};
 use positioned_io::ReadAt;
 use spore_core::GROUP_SIZE;
 
-use crate::outboard::{group_cv, parent_cv};
+use crate::outboard::{leaf_hash, parent_cv};
 
 /// What went wrong while reading verified bytes.
 #[derive(Debug, thiserror::Error)]
@@ -79,12 +79,7 @@ pub fn read_verified(
                 let offset = start_chunk.to_bytes();
                 let group = &mut buf[..size];
                 data.read_exact_at(offset, group)?;
-                let actual = if is_root {
-                    blake3::hash(group)
-                } else {
-                    group_cv(offset, group)
-                };
-                if stack.pop() != Some(actual) {
+                if stack.pop() != Some(leaf_hash(offset, &[group], is_root)) {
                     return Err(VerifyError::Data { offset });
                 }
                 let from = range.start.max(offset);
