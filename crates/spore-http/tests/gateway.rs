@@ -26,9 +26,12 @@ fn ask(size: u64) -> impl Strategy<Value = Ask> {
         (0..size + 64, 0..size + 64).prop_map(|(a, b)| Ask::Closed(a.min(b), a.max(b))),
         (0..size + 64).prop_map(Ask::From),
         (1..size + 64).prop_map(Ask::Suffix),
-        // around chunk-group boundaries
-        (0..size / 16384, 0u64..3, 0u64..40000)
-            .prop_map(|(g, d, len)| Ask::Closed(g * 16384 + d - d.min(1), g * 16384 + len)),
+        // around chunk-group boundaries (a valid range: it never ends
+        // before it starts, which `bytes=1-0` did)
+        (0..size / 16384, 0u64..3, 0u64..40000).prop_map(|(g, d, len)| {
+            let start = g * 16384 + d - d.min(1);
+            Ask::Closed(start, (g * 16384 + len).max(start))
+        }),
     ]
 }
 
