@@ -12,7 +12,7 @@ use libp2p::{
     identity::Keypair,
     kad, mdns, noise, ping, quic, relay, rendezvous,
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
-    tcp, yamux,
+    tcp,
 };
 
 use crate::{
@@ -21,6 +21,7 @@ use crate::{
     head_start::HeadStart,
     ip_limit,
     kad_guard::GuardedKad,
+    muxer::Yamux,
     store::{Limits, ProviderStore},
     tls,
 };
@@ -186,7 +187,7 @@ pub(crate) fn build_swarm(key: Keypair, cfg: &NetConfig) -> Result<Swarm<Behavio
                 |key: &Keypair| tls::Config::new(key).map(Batched),
                 noise::Config::new,
             ),
-            yamux::Config::default,
+            Yamux::default,
         )
         .map_err(|e| t(&e))?
         .with_other_transport(|key| {
@@ -198,10 +199,7 @@ pub(crate) fn build_swarm(key: Keypair, cfg: &NetConfig) -> Result<Swarm<Behavio
         .map_err(|e| t(&e))?
         .with_dns()
         .map_err(|e| t(&e))?
-        .with_relay_client(
-            (tls::Config::new, noise::Config::new),
-            yamux::Config::default,
-        )
+        .with_relay_client((tls::Config::new, noise::Config::new), Yamux::default)
         .map_err(|e| t(&e))?
         .with_behaviour(|key, relay| make(key, relay));
     let swarm = match result {

@@ -27,6 +27,7 @@ mod known_addrs;
 mod lan;
 mod mdns;
 pub mod multi_value;
+mod muxer;
 pub mod penalty;
 mod reannounce;
 pub mod store;
