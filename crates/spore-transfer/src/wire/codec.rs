@@ -454,7 +454,18 @@ impl Decoder {
     }
 
     /// Appends received bytes.
+    ///
+    /// When they start a frame, room for the whole frame is made at once, so
+    /// the rest of it is appended in place and never moved. A reader that
+    /// pushes no further than [`wanted`](Self::wanted) lets every frame start
+    /// in a fresh buffer: the previous frames' payloads still hold the old one.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.buf.is_empty()
+            && let Ok(Some(h)) = parse_header(bytes)
+        {
+            self.buf
+                .reserve((h.header_len + h.body_len).max(bytes.len()));
+        }
         self.buf.extend_from_slice(bytes);
     }
 

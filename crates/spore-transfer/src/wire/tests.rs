@@ -367,6 +367,55 @@ fn decoder_streams_frames_and_slices_data_without_copying() {
     assert_eq!(d.wanted(), 27);
 }
 
+/// A frame's first bytes make room for all of it, and reads that stop where
+/// [`Decoder::wanted`] says start every frame in an empty buffer: so a data
+/// payload is never moved to grow the buffer, even while earlier payloads
+/// (in flight to the store) still hold parts of it.
+#[test]
+fn decoder_makes_room_for_a_whole_frame_at_its_start() {
+    let payloads: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; MAX_DATA_PAYLOAD]).collect();
+    let mut stream = Vec::new();
+    let mut frames = Vec::new();
+    for (id, data) in payloads.iter().enumerate() {
+        let msg = Message::Data {
+            id: id as u64,
+            data: Bytes::from(data.clone()),
+        };
+        let before = stream.len();
+        encode(&msg, &mut stream).expect("encodes");
+        frames.push(stream.len() - before);
+    }
+    let mut d = Decoder::new();
+    let mut rest = &stream[..];
+    let mut held = Vec::new();
+    while !rest.is_empty() {
+        let room = match d.wanted() {
+            0 | 1 => 64 * 1024,
+            n => n.min(64 * 1024),
+        };
+        let (read, after) = rest.split_at(room.min(rest.len()));
+        rest = after;
+        let starts_frame = d.buffered() == 0;
+        d.push(read);
+        if starts_frame {
+            let frame = frames[held.len()];
+            assert!(
+                d.buffer_mut().capacity() >= frame,
+                "room for frame {}",
+                held.len()
+            );
+        }
+        while let Some(msg) = d.decode_next().expect("decodes") {
+            let Message::Data { data, .. } = msg else {
+                panic!("a data frame, not {msg:?}");
+            };
+            held.push(data);
+            assert_eq!(d.buffered(), 0, "a read stopped at the frame's end");
+        }
+    }
+    assert_eq!(held, payloads);
+}
+
 #[test]
 fn decoder_stays_failed() {
     let mut d = Decoder::new();
