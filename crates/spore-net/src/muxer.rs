@@ -174,3 +174,123 @@ impl From<Error> for io::Error {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use libp2p::core::muxing::StreamMuxerExt;
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
+    use super::*;
+
+    /// Keeps a copy of every byte written through it.
+    struct Tap<S> {
+        inner: S,
+        wire: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+            this.wire.lock().unwrap().extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_close(cx)
+        }
+    }
+
+    /// Drives a connection (Yamux moves frames only while polled).
+    fn drive<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut muxer: Muxer<C>) {
+        tokio::spawn(future::poll_fn(move |cx| {
+            while let Poll::Ready(result) = muxer.poll_unpin(cx) {
+                if result.is_err() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::<()>::Pending
+        }));
+    }
+
+    /// The data frames on the wire, as (type, length) of each Yamux header.
+    fn frames(mut wire: &[u8]) -> Vec<(u8, usize)> {
+        let mut out = Vec::new();
+        while wire.len() >= 12 {
+            let (kind, len) = (wire[1], u32::from_be_bytes(wire[8..12].try_into().unwrap()));
+            // Only data frames (type 0) carry a body; the others' length is a value.
+            let body = if kind == 0 { len as usize } else { 0 };
+            out.push((kind, len as usize));
+            wire = &wire[12 + body..];
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn bulk_writes_leave_in_frames_of_64_kib_and_arrive_whole() {
+        let (left, right) = tokio::io::duplex(1 << 20);
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        let tapped = Tap {
+            inner: left.compat(),
+            wire: wire.clone(),
+        };
+        let mut dialer = Yamux::default()
+            .upgrade_outbound(tapped, "/yamux/1.0.0")
+            .await
+            .unwrap();
+        let mut listener = Yamux::default()
+            .upgrade_inbound(right.compat(), "/yamux/1.0.0")
+            .await
+            .unwrap();
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+
+        let mut outbound = future::poll_fn(|cx| dialer.poll_outbound_unpin(cx))
+            .await
+            .unwrap();
+        drive(dialer);
+        let expected = payload.clone();
+        let writer = tokio::spawn(async move {
+            outbound.write_all(&expected).await.unwrap();
+            outbound.close().await.unwrap();
+        });
+        let mut inbound = future::poll_fn(|cx| listener.poll_inbound_unpin(cx))
+            .await
+            .unwrap();
+        drive(listener);
+        let mut received = Vec::new();
+        inbound.read_to_end(&mut received).await.unwrap();
+        writer.await.unwrap();
+
+        assert_eq!(received, payload);
+        let data: Vec<usize> = frames(&wire.lock().unwrap())
+            .into_iter()
+            .filter(|&(kind, len)| kind == 0 && len > 0)
+            .map(|(_, len)| len)
+            .collect();
+        assert_eq!(data.iter().sum::<usize>(), payload.len());
+        assert!(data.iter().all(|&len| len <= SPLIT_SEND_SIZE), "{data:?}");
+        assert_eq!(data[0], SPLIT_SEND_SIZE, "{data:?}");
+    }
+}
