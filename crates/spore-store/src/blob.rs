@@ -5,7 +5,7 @@ use std::{io::Write, ops::Range};
 use bao_tree::{ChunkRanges, io::outboard::PostOrderOutboard};
 use spore_core::{Bitfield, ContentKind, GROUP_SIZE, Hash};
 
-use crate::{StoreError, storage::Storage, verify};
+use crate::{StoreError, outboard, read_behind::ReadBehind, storage::Storage, verify};
 
 /// A handle for reading one blob. Every byte it hands out has been verified
 /// against the blob's hash on the way out.
@@ -70,15 +70,14 @@ impl Blob {
         sink: impl FnMut(u64, &[u8]) -> std::io::Result<()>,
     ) -> Result<(), StoreError> {
         self.check_range(&range)?;
-        verify::read_verified(&self.data, &self.outboard, range, sink).map_err(
-            |source| match source {
-                verify::VerifyError::Io(e) => StoreError::io(format!("reading {}", self.hash))(e),
-                source => StoreError::Corrupt {
-                    hash: self.hash,
-                    source,
-                },
+        let outboard = self.outboard_for_one_walk();
+        verify::read_verified(&self.data, &outboard, range, sink).map_err(|source| match source {
+            verify::VerifyError::Io(e) => StoreError::io(format!("reading {}", self.hash))(e),
+            source => StoreError::Corrupt {
+                hash: self.hash,
+                source,
             },
-        )
+        })
     }
 
     /// Writes the verified bytes of `range` to `out`.
@@ -101,15 +100,22 @@ impl Blob {
         self.read_range(0..self.size())
     }
 
+    /// The outboard, read in blocks for the length of one walk over a range.
+    fn outboard_for_one_walk(&self) -> PostOrderOutboard<ReadBehind<&Storage>> {
+        outboard::view(self.hash, self.size(), ReadBehind::new(&self.outboard.data))
+    }
+
     /// Writes the bao encoding of `ranges` (parents and chunk groups, in pre
     /// order) to `out`, validating everything against the hash as it goes:
     /// this is what a peer receives and checks with [`crate::PartialBlob::ingest`].
     pub fn encode(&self, ranges: &ChunkRanges, out: impl Write) -> Result<(), StoreError> {
-        bao_tree::io::sync::encode_ranges_validated(&self.data, &self.outboard, ranges, out)
-            .map_err(|e| {
+        let outboard = self.outboard_for_one_walk();
+        bao_tree::io::sync::encode_ranges_validated(&self.data, &outboard, ranges, out).map_err(
+            |e| {
                 StoreError::io(format!("encoding {}", self.hash))(std::io::Error::other(
                     e.to_string(),
                 ))
-            })
+            },
+        )
     }
 }

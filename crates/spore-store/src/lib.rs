@@ -13,6 +13,7 @@ mod error;
 mod ingest;
 pub mod outboard;
 mod partial;
+mod read_behind;
 mod record;
 mod storage;
 mod store;
