@@ -80,12 +80,12 @@ impl<R: ReadAt> ReadAt for ReadBehind<R> {
 mod tests {
     use std::cell::Cell;
 
-    use bao_tree::{ChunkNum, ChunkRanges, io::sync::encode_ranges_validated};
+    use bao_tree::io::sync::encode_ranges_validated;
     use proptest::prelude::*;
     use spore_core::{GROUP_SIZE, Hash};
 
     use super::*;
-    use crate::outboard;
+    use crate::{outboard, verify::group_aligned_chunks};
 
     /// Counts the reads that reach it.
     struct Counting<'a> {
@@ -109,15 +109,10 @@ mod tests {
 
     fn encode(data: &[u8], hash: Hash, ob: impl ReadAt, groups: std::ops::Range<u64>) -> Vec<u8> {
         let outboard = outboard::view(hash, data.len() as u64, ob);
-        let chunks = chunk_ranges(groups);
+        let chunks = group_aligned_chunks(groups.start * GROUP_SIZE..groups.end * GROUP_SIZE);
         let mut out = Vec::new();
         encode_ranges_validated(data, &outboard, &chunks, &mut out).unwrap();
         out
-    }
-
-    fn chunk_ranges(groups: std::ops::Range<u64>) -> ChunkRanges {
-        let per_group = GROUP_SIZE / 1024;
-        ChunkRanges::from(ChunkNum(groups.start * per_group)..ChunkNum(groups.end * per_group))
     }
 
     #[test]

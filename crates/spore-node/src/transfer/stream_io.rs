@@ -84,12 +84,7 @@ impl FrameReader {
             if let Some(msg) = self.decoder.decode_next()? {
                 return Ok(msg);
             }
-            // No further than the end of the frame under way (a header not
-            // yet complete asks for 1): see `Decoder::push`.
-            let room = match self.decoder.wanted() {
-                0 | 1 => READ_CHUNK,
-                rest => rest.min(READ_CHUNK),
-            };
+            let room = self.decoder.read_limit(READ_CHUNK);
             let n = self.inner.read(&mut self.buf[..room]).await?;
             if n == 0 {
                 return Err(FrameError::Closed);

@@ -434,14 +434,13 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
 
 /// An incremental decoder over a byte stream.
 ///
-/// Push what the stream delivers ([`push`](Self::push), or read straight into
-/// [`buffer_mut`](Self::buffer_mut)), then call
-/// [`decode_next`](Self::decode_next) until it returns `Ok(None)`. Data
-/// payloads are slices of the receive buffer, not copies. The buffer holds
-/// at most one frame (≤ [`super::MAX_DATA_BODY`] + header) beyond what was
-/// pushed and not yet decoded; to bound memory, push reads of bounded size
-/// (use [`wanted`](Self::wanted)) and drain before pushing more. After an
-/// error the decoder stays failed and returns that error again.
+/// Read at most [`read_limit`](Self::read_limit) bytes from the stream,
+/// [`push`](Self::push) them, then call [`decode_next`](Self::decode_next)
+/// until it returns `Ok(None)`. Data payloads are slices of the receive
+/// buffer, not copies. The buffer holds at most one frame (≤
+/// [`super::MAX_DATA_BODY`] + header) beyond what was pushed and not yet
+/// decoded, so reads of bounded size, drained before the next, bound memory.
+/// After an error the decoder stays failed and returns that error again.
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: BytesMut,
@@ -456,9 +455,9 @@ impl Decoder {
     /// Appends received bytes.
     ///
     /// When they start a frame, room for the whole frame is made at once, so
-    /// the rest of it is appended in place and never moved. A reader that
-    /// pushes no further than [`wanted`](Self::wanted) lets every frame start
-    /// in a fresh buffer: the previous frames' payloads still hold the old one.
+    /// the rest of it is appended in place and never moved. Reads of at most
+    /// [`read_limit`](Self::read_limit) let every frame start in a fresh
+    /// buffer: the previous frames' payloads still hold the old one.
     pub fn push(&mut self, bytes: &[u8]) {
         if self.buf.is_empty()
             && let Ok(Some(h)) = parse_header(bytes)
@@ -469,9 +468,20 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The receive buffer, for reading into it directly (`read_buf`).
-    pub fn buffer_mut(&mut self) -> &mut BytesMut {
-        &mut self.buf
+    /// How many bytes to read next: `chunk`, or less if the frame under way
+    /// ends sooner, so that no read reaches into the frame after it.
+    pub fn read_limit(&self, chunk: usize) -> usize {
+        match parse_header(&self.buf) {
+            Ok(Some(h)) if h.header_len + h.body_len > self.buf.len() => {
+                (h.header_len + h.body_len - self.buf.len()).min(chunk)
+            }
+            _ => chunk,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Bytes received and not yet decoded.

@@ -368,7 +368,7 @@ fn decoder_streams_frames_and_slices_data_without_copying() {
 }
 
 /// A frame's first bytes make room for all of it, and reads that stop where
-/// [`Decoder::wanted`] says start every frame in an empty buffer: so a data
+/// [`Decoder::read_limit`] says start every frame in an empty buffer: so a data
 /// payload is never moved to grow the buffer, even while earlier payloads
 /// (in flight to the store) still hold parts of it.
 #[test]
@@ -389,21 +389,14 @@ fn decoder_makes_room_for_a_whole_frame_at_its_start() {
     let mut rest = &stream[..];
     let mut held = Vec::new();
     while !rest.is_empty() {
-        let room = match d.wanted() {
-            0 | 1 => 64 * 1024,
-            n => n.min(64 * 1024),
-        };
+        let room = d.read_limit(64 * 1024);
         let (read, after) = rest.split_at(room.min(rest.len()));
         rest = after;
         let starts_frame = d.buffered() == 0;
         d.push(read);
         if starts_frame {
             let frame = frames[held.len()];
-            assert!(
-                d.buffer_mut().capacity() >= frame,
-                "room for frame {}",
-                held.len()
-            );
+            assert!(d.capacity() >= frame, "room for frame {}", held.len());
         }
         while let Some(msg) = d.decode_next().expect("decodes") {
             let Message::Data { data, .. } = msg else {
