@@ -77,6 +77,13 @@ pub struct SchedulerConfig {
     pub stream_readahead: u64,
     /// Banned peers remembered (oldest forgotten first).
     pub max_banned: usize,
+    /// Cut-through: groups at most asked of one peer ahead of time, among
+    /// those it said are coming to it (`on_coming`) and no connected peer
+    /// holds. It serves them as they verify, so a fresh group leaves its
+    /// first holder before that holder could even announce it. 0 turns it off.
+    pub max_early_groups: u64,
+    /// An early request not answered within this is dropped (to cancel).
+    pub early_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -104,6 +111,8 @@ impl Default for SchedulerConfig {
             stream_window: 4 * 1024 * 1024,
             stream_readahead: 4 * 1024 * 1024,
             max_banned: 1024,
+            max_early_groups: 64,
+            early_timeout: Duration::from_secs(6),
         }
     }
 }
@@ -241,6 +250,8 @@ pub struct SchedulerStats {
     pub steals: u64,
     /// Duplicate requests sent in endgame or for the streaming window.
     pub endgame_requests: u64,
+    /// Requests for groups a peer said are coming to it (cut-through).
+    pub early_requests: u64,
     pub timeouts: u64,
     pub banned: u64,
 }
@@ -273,10 +284,22 @@ struct Req {
     remaining: u64,
 }
 
+/// A request for groups the peer said are coming to it: it holds the
+/// request until they verify there. Kept out of the peer's queue: it says
+/// nothing about the peer's rate, and waiting is not stalling.
+#[derive(Debug, Clone)]
+struct Early {
+    req: Req,
+    deadline: Instant,
+}
+
 #[derive(Debug, Clone)]
 struct Peer<P> {
     id: P,
     has: Bitfield,
+    /// Groups the peer said it has asked for itself (`Coming`), once told.
+    coming: Option<Bitfield>,
+    early: Vec<Early>,
     /// Groups this peer sent bad data for: never asked of it again.
     refused: BTreeSet<u64>,
     queue: VecDeque<Req>,
@@ -298,6 +321,17 @@ struct Peer<P> {
 impl<P> Peer<P> {
     fn can_take(&self, g: u64) -> bool {
         self.has.get(g) && !self.refused.contains(&g)
+    }
+
+    /// Whether the peer said `g` is coming to it and does not have it yet.
+    fn expects(&self, g: u64) -> bool {
+        self.coming.as_ref().is_some_and(|c| c.get(g))
+            && !self.has.get(g)
+            && !self.refused.contains(&g)
+    }
+
+    fn early_groups(&self) -> u64 {
+        self.early.iter().map(|e| e.req.remaining).sum()
     }
 
     fn requests_group(&self, g: u64) -> bool {
@@ -496,6 +530,8 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         let state = Peer {
             id: peer.clone(),
             has: Bitfield::new(self.groups),
+            coming: None,
+            early: Vec::new(),
             refused: BTreeSet::new(),
             queue: VecDeque::new(),
             pending: 0,
@@ -521,6 +557,7 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
     pub fn remove_peer(&mut self, peer: &P, now: Instant) -> Option<PeerStats> {
         let slot = *self.index.get(peer)?;
         self.drop_all(slot, now);
+        self.drop_all_early(slot);
         let state = self.peers[slot].take()?;
         self.index.remove(peer);
         for r in state.has.ones_ranges() {
@@ -581,11 +618,61 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         let slot = *self.index.get(peer).ok_or(PeerError::Unknown)?;
         let end = groups.end.min(self.groups);
         for g in groups.start..end {
-            if self.peers[slot].as_mut().is_some_and(|p| p.has.set(g)) {
+            let Some(p) = self.peers[slot].as_mut() else {
+                break;
+            };
+            if let Some(coming) = p.coming.as_mut() {
+                coming.clear(g);
+            }
+            if p.has.set(g) {
                 self.count_holder(g, true);
             }
         }
         Ok(())
+    }
+
+    /// The peer has asked for `groups` itself and will serve them as they
+    /// verify there (ranges past the blob are clipped): see
+    /// [`SchedulerConfig::max_early_groups`].
+    pub fn on_coming(&mut self, peer: &P, groups: Range<u64>) -> Result<(), PeerError> {
+        let slot = *self.index.get(peer).ok_or(PeerError::Unknown)?;
+        let n = self.groups;
+        let end = groups.end.min(n);
+        if let Some(p) = self.peers[slot].as_mut()
+            && groups.start < end
+        {
+            p.coming
+                .get_or_insert_with(|| Bitfield::new(n))
+                .set_range(groups.start..end);
+        }
+        Ok(())
+    }
+
+    /// Groups asked of some peer and not yet verified: what a downloader may
+    /// tell its own peers are coming.
+    pub fn requested(&self) -> Bitfield {
+        let mut out = Bitfield::new(self.groups);
+        for (g, &n) in self.inflight.iter().enumerate() {
+            if n > 0 && !self.verified.get(g as u64) {
+                out.set(g as u64);
+            }
+        }
+        out
+    }
+
+    /// Early requests outstanding at `peer` (see [`SchedulerConfig::max_early_groups`]).
+    pub fn early_requests(&self, peer: &P) -> Vec<Request<P>> {
+        self.peer(peer)
+            .map(|p| {
+                (p.early.iter())
+                    .map(|e| Request {
+                        id: e.req.id,
+                        peer: p.id.clone(),
+                        groups: e.req.groups.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A round-trip sample from outside (e.g. libp2p ping).
@@ -683,6 +770,12 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             };
             out.requests.push(req);
         }
+        while let Some(run) = self.pick_early(slot) {
+            let Some(req) = self.push_early(slot, run, now) else {
+                break;
+            };
+            out.requests.push(req);
+        }
         out
     }
 
@@ -748,14 +841,20 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         p.stats.bad_groups += 1;
         p.refused.insert(group);
         out.bad_groups = p.stats.bad_groups;
+        let early = p.early.iter().position(|e| e.req.groups.contains(&group));
         if let Some(pos) = p.queue.iter().position(|r| r.groups.contains(&group))
             && let Some(req) = self.drop_request(slot, pos, now)
+        {
+            out.cancels.push(req);
+        } else if let Some(pos) = early
+            && let Some(req) = self.drop_early(slot, pos)
         {
             out.cancels.push(req);
         }
         if out.bad_groups >= self.config.ban_after {
             out.banned = true;
             out.cancels.extend(self.drop_all(slot, now));
+            out.cancels.extend(self.drop_all_early(slot));
             self.remove_peer(peer, now);
             self.stats.banned += 1;
             self.banned.insert(peer.clone());
@@ -775,11 +874,16 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         let Some(&slot) = self.index.get(peer) else {
             return false;
         };
-        let pos = self.peers[slot]
-            .as_ref()
-            .and_then(|p| p.queue.iter().position(|r| r.id == request));
-        match pos {
-            Some(pos) => self.drop_request(slot, pos, now).is_some(),
+        let Some(p) = self.peers[slot].as_ref() else {
+            return false;
+        };
+        if let Some(pos) = p.queue.iter().position(|r| r.id == request) {
+            return self.drop_request(slot, pos, now).is_some();
+        }
+        // The peer no longer expects those groups (its own request failed,
+        // say): they are asked of it once it has them, like any others.
+        match p.early.iter().position(|e| e.req.id == request) {
+            Some(pos) => self.drop_early(slot, pos).is_some(),
             None => false,
         }
     }
@@ -793,10 +897,19 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             next_deadline: None,
         };
         for slot in 0..self.peers.len() {
+            while let Some(pos) = self.peers[slot]
+                .as_ref()
+                .and_then(|p| p.early.iter().position(|e| now >= e.deadline))
+            {
+                out.timed_out.extend(self.drop_early(slot, pos));
+            }
             let Some(p) = self.peers[slot].as_mut() else {
                 continue;
             };
             p.rate.advance(now);
+            if let Some(d) = p.early.iter().map(|e| e.deadline).min() {
+                out.next_deadline = Some(out.next_deadline.map_or(d, |n| n.min(d)));
+            }
             if p.queue.is_empty() {
                 continue;
             }
@@ -846,6 +959,19 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             }
             if pending != p.pending {
                 return Err(format!("{:?} pending {} != {pending}", p.id, p.pending));
+            }
+            for e in &p.early {
+                let r = &e.req;
+                let remaining = r.groups.clone().filter(|&g| !self.verified.get(g)).count();
+                if remaining as u64 != r.remaining {
+                    return Err(format!("{} remaining {} != {remaining}", r.id, r.remaining));
+                }
+                for g in r.groups.clone() {
+                    inflight[g as usize] += 1;
+                }
+            }
+            if p.early_groups() > self.config.max_early_groups {
+                return Err(format!("{:?} has {} early groups", p.id, p.early_groups()));
             }
             for r in p.has.ones_ranges() {
                 for g in r {
@@ -1233,19 +1359,7 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         let peer = self.peers[slot].as_ref()?.id.clone();
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let mut remaining = 0;
-        for g in run.clone() {
-            if self.verified.get(g) {
-                continue;
-            }
-            remaining += 1;
-            let was_lone = self.is_lone(g);
-            if self.inflight[g as usize] == 0 {
-                self.pieces[(g / self.piece_groups) as usize].open -= 1;
-            }
-            self.inflight[g as usize] += 1;
-            self.recount_lone(g, was_lone);
-        }
+        let remaining = self.claim(run.clone());
         self.stats.requests += 1;
         let p = self.peers[slot].as_mut()?;
         if p.queue.is_empty() {
@@ -1267,6 +1381,37 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         })
     }
 
+    /// Counts a new request for `run` in flight; returns how many of its
+    /// groups are not yet verified.
+    fn claim(&mut self, run: Range<u64>) -> u64 {
+        let mut remaining = 0;
+        for g in run {
+            if self.verified.get(g) {
+                continue;
+            }
+            remaining += 1;
+            let was_lone = self.is_lone(g);
+            if self.inflight[g as usize] == 0 {
+                self.pieces[(g / self.piece_groups) as usize].open -= 1;
+            }
+            self.inflight[g as usize] += 1;
+            self.recount_lone(g, was_lone);
+        }
+        remaining
+    }
+
+    /// The undoing of [`Self::claim`]: unverified groups with no other
+    /// request reopen.
+    fn release(&mut self, run: Range<u64>) {
+        for g in run {
+            self.inflight[g as usize] -= 1;
+            if self.inflight[g as usize] == 0 && !self.verified.get(g) {
+                self.pieces[(g / self.piece_groups) as usize].open += 1;
+                self.recount_lone(g, false);
+            }
+        }
+    }
+
     /// Removes a request; its unverified groups with no other request reopen.
     fn drop_request(&mut self, slot: usize, pos: usize, now: Instant) -> Option<Request<P>> {
         let p = self.peers[slot].as_mut()?;
@@ -1277,18 +1422,93 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             p.rate.set_busy(false, now);
         }
         let peer = p.id.clone();
-        for g in req.groups.clone() {
-            self.inflight[g as usize] -= 1;
-            if self.inflight[g as usize] == 0 && !self.verified.get(g) {
-                self.pieces[(g / self.piece_groups) as usize].open += 1;
-                self.recount_lone(g, false);
-            }
-        }
+        self.release(req.groups.clone());
         Some(Request {
             id: req.id,
             peer,
             groups: req.groups,
         })
+    }
+
+    /// The first run of groups the peer in `slot` said are coming to it,
+    /// that nobody connected holds or serves yet, within its early budget,
+    /// a request's size and one piece.
+    fn pick_early(&self, slot: usize) -> Option<Range<u64>> {
+        let p = self.peers[slot].as_ref()?;
+        let budget = self.config.max_early_groups.saturating_sub(p.early_groups());
+        if budget == 0 || p.snubbed {
+            return None;
+        }
+        let max_len = self.request_groups(p).min(budget);
+        let ok = |g: u64| p.expects(g) && self.is_open(g) && self.holders[g as usize] == 0;
+        for run in p.coming.as_ref()?.ones_ranges() {
+            let Some(start) = run.clone().find(|&g| ok(g)) else {
+                continue;
+            };
+            let piece_end = (start / self.piece_groups + 1) * self.piece_groups;
+            let limit = run.end.min(piece_end).min(start + max_len);
+            let mut end = start + 1;
+            while end < limit && ok(end) {
+                end += 1;
+            }
+            return Some(start..end);
+        }
+        None
+    }
+
+    fn push_early(&mut self, slot: usize, run: Range<u64>, now: Instant) -> Option<Request<P>> {
+        let peer = self.peers[slot].as_ref()?.id.clone();
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let remaining = self.claim(run.clone());
+        self.stats.requests += 1;
+        self.stats.early_requests += 1;
+        let deadline = now + self.config.early_timeout;
+        let p = self.peers[slot].as_mut()?;
+        p.stats.requests += 1;
+        p.early.push(Early {
+            req: Req {
+                id,
+                groups: run.clone(),
+                remaining,
+            },
+            deadline,
+        });
+        Some(Request {
+            id,
+            peer,
+            groups: run,
+        })
+    }
+
+    /// Removes an early request. Its groups are no longer expected of the
+    /// peer: they are asked of it once it has them, like any others.
+    fn drop_early(&mut self, slot: usize, pos: usize) -> Option<Request<P>> {
+        let p = self.peers[slot].as_mut()?;
+        if pos >= p.early.len() {
+            return None;
+        }
+        let req = p.early.swap_remove(pos).req;
+        if let Some(coming) = p.coming.as_mut() {
+            for g in req.groups.clone() {
+                coming.clear(g);
+            }
+        }
+        let peer = p.id.clone();
+        self.release(req.groups.clone());
+        Some(Request {
+            id: req.id,
+            peer,
+            groups: req.groups,
+        })
+    }
+
+    fn drop_all_early(&mut self, slot: usize) -> Vec<Request<P>> {
+        let mut out = Vec::new();
+        while let Some(r) = self.drop_early(slot, 0) {
+            out.push(r);
+        }
+        out
     }
 
     fn drop_all(&mut self, slot: usize, now: Instant) -> Vec<Request<P>> {
@@ -1309,6 +1529,11 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         let was_lone = self.is_lone(group);
         self.verified.set(group);
         self.recount_lone(group, was_lone);
+        for p in self.peers.iter_mut().flatten() {
+            if let Some(coming) = p.coming.as_mut() {
+                coming.clear(group);
+            }
+        }
         let holders = self.holders[group as usize];
         let piece = &mut self.pieces[(group / self.piece_groups) as usize];
         piece.avail -= u32::from(holders);
@@ -1325,7 +1550,8 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         let order = from
             .into_iter()
             .chain((0..self.peers.len()).filter(|&s| Some(s) != from));
-        let mut done: Vec<(usize, RequestId, bool)> = Vec::new();
+        // (slot, request, cancel it?, early?)
+        let mut done: Vec<(usize, RequestId, bool, bool)> = Vec::new();
         for slot in order {
             if left == 0 {
                 break;
@@ -1333,21 +1559,36 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
             let Some(p) = self.peers[slot].as_mut() else {
                 continue;
             };
+            let cancel = Some(slot) != from;
             for r in p.queue.iter_mut().filter(|r| r.groups.contains(&group)) {
                 r.remaining -= 1;
                 p.pending -= 1;
                 left -= 1;
                 if r.remaining == 0 {
-                    done.push((slot, r.id, Some(slot) != from));
+                    done.push((slot, r.id, cancel, false));
+                }
+            }
+            let early = p.early.iter_mut().map(|e| &mut e.req);
+            for r in early.filter(|r| r.groups.contains(&group)) {
+                r.remaining -= 1;
+                left -= 1;
+                if r.remaining == 0 {
+                    done.push((slot, r.id, cancel, true));
                 }
             }
         }
-        for (slot, id, cancel) in done {
-            let pos = self.peers[slot]
-                .as_ref()
-                .and_then(|p| p.queue.iter().position(|r| r.id == id));
-            if let Some(pos) = pos
-                && let Some(req) = self.drop_request(slot, pos, now)
+        for (slot, id, cancel, early) in done {
+            let Some(p) = self.peers[slot].as_ref() else {
+                continue;
+            };
+            let dropped = if early {
+                let pos = p.early.iter().position(|e| e.req.id == id);
+                pos.and_then(|pos| self.drop_early(slot, pos))
+            } else {
+                let pos = p.queue.iter().position(|r| r.id == id);
+                pos.and_then(|pos| self.drop_request(slot, pos, now))
+            };
+            if let Some(req) = dropped
                 && cancel
             {
                 self.stats.redundant_cancels += 1;

@@ -764,3 +764,125 @@ fn empty_and_tiny_blobs_complete() {
         assert_eq!(d.s.stats().useful_bytes, size);
     }
 }
+
+/// Cut-through: groups a peer says are coming to it, and that no connected
+/// peer holds, are asked of it ahead, beside its queue and within a budget.
+#[test]
+fn groups_coming_to_a_peer_are_asked_of_it_ahead() {
+    let cfg = SchedulerConfig {
+        max_early_groups: 12,
+        min_request_groups: 4,
+        ..config()
+    };
+    let t0 = Instant::now();
+    // 256 groups, pieces of 16.
+    let mut s = sched(256, cfg.clone(), 5);
+    let mut has1 = Bitfield::new(256);
+    has1.set_range(0..16);
+    let mut has2 = Bitfield::new(256);
+    has2.set_range(16..32);
+    s.add_peer(1, t0).unwrap();
+    s.on_bitfield(&1, has1, t0).unwrap();
+    s.add_peer(2, t0).unwrap();
+    s.on_bitfield(&2, has2, t0).unwrap();
+    // Peer 1 expects 20..24 (peer 2 holds them), 40..60 (across a piece
+    // boundary at 48) and groups past the blob (clipped).
+    for r in [20..24, 40..60, 250..300] {
+        s.on_coming(&1, r).unwrap();
+    }
+    assert_eq!(s.on_coming(&9, 0..1), Err(PeerError::Unknown));
+    let a = s.requests_for(&1, t0);
+    s.check_invariants().unwrap();
+    let early = s.early_requests(&1);
+    let early_groups = groups_of(&early);
+    assert_eq!(early_groups.len(), 12, "the budget, no more");
+    assert!(
+        early.iter().all(|r| r.groups.end <= 48 || r.groups.start >= 48),
+        "one piece per request: {early:?}"
+    );
+    assert!(early_groups.iter().all(|g| (40..60).contains(g)), "{early:?}");
+    assert!(
+        early.iter().all(|e| a.requests.iter().any(|r| r.id == e.id)),
+        "early requests are sent like the others"
+    );
+    // They are not the peer's queue: its pending work is what it holds.
+    let queued = groups_of(&s.outstanding(&1));
+    assert!(queued.iter().all(|&g| g < 16), "{queued:?}");
+    assert_eq!(s.pending_groups(&1), queued.len() as u64);
+    assert!(s.requested().all_set(40..52));
+    assert!(!s.requested().get(20), "peer 2 holds 20: asked of nobody ahead");
+
+    // Peer 2 does not re-ask what is already asked of peer 1 ahead.
+    s.on_have(&2, 40..44).unwrap();
+    let b = s.requests_for(&2, t0);
+    assert!(groups_of(&b.requests).iter().all(|g| !(40..52).contains(g)));
+    s.check_invariants().unwrap();
+
+    // An early request ends as its groups verify; the budget then asks for more.
+    let first = early[0].clone();
+    for g in first.groups.clone() {
+        let cancels = s.on_group_verified(&1, g, t0 + 500 * MS);
+        assert!(cancels.is_empty());
+    }
+    s.check_invariants().unwrap();
+    assert!(s.early_requests(&1).iter().all(|r| r.id != first.id));
+    s.requests_for(&1, t0 + 500 * MS);
+    let more = groups_of(&s.early_requests(&1));
+    assert_eq!(more.len(), 12, "{more:?}");
+    assert!(more.iter().all(|g| !first.groups.contains(g)));
+    s.check_invariants().unwrap();
+
+    // A failed early request is not asked ahead again.
+    let failed = s.early_requests(&1)[0].clone();
+    assert!(s.on_request_failed(&1, failed.id, t0 + 600 * MS));
+    s.requests_for(&1, t0 + 600 * MS);
+    let after = groups_of(&s.early_requests(&1));
+    assert!(after.iter().all(|g| !failed.groups.contains(g)), "{after:?}");
+    s.check_invariants().unwrap();
+
+    // Waiting is not stalling: at the early timeout the early requests go
+    // (to cancel), and the peer is not snubbed for it.
+    let late = t0 + 600 * MS + cfg.early_timeout;
+    for r in s.outstanding(&1) {
+        for g in r.groups {
+            s.on_group_verified(&1, g, late - 10 * MS);
+        }
+    }
+    let waiting = s.early_requests(&1);
+    assert!(!waiting.is_empty());
+    let poll = s.poll(late);
+    assert!(waiting.iter().all(|w| poll.timed_out.iter().any(|t| t.id == w.id)));
+    assert!(s.early_requests(&1).is_empty());
+    assert_eq!(s.peer_stats(&1).unwrap().timeouts, 0);
+    assert!(s.stats().early_requests >= 4);
+    s.check_invariants().unwrap();
+
+    // Off with a budget of 0.
+    let mut s = sched(256, SchedulerConfig { max_early_groups: 0, ..cfg }, 5);
+    s.add_peer(1, t0).unwrap();
+    s.on_coming(&1, 40..60).unwrap();
+    s.requests_for(&1, t0);
+    assert!(s.early_requests(&1).is_empty());
+}
+
+/// What a peer said is coming and then announced it has is asked of it in
+/// its queue; a peer that leaves takes its early requests with it.
+#[test]
+fn coming_groups_once_held_are_ordinary_and_leave_with_the_peer() {
+    let t0 = Instant::now();
+    let mut s = sched(256, config(), 6);
+    s.add_peer(1, t0).unwrap();
+    s.on_bitfield(&1, Bitfield::new(256), t0).unwrap();
+    s.on_coming(&1, 0..8).unwrap();
+    s.requests_for(&1, t0);
+    let early = groups_of(&s.early_requests(&1));
+    assert!(!early.is_empty() && early.iter().all(|&g| g < 8), "{early:?}");
+    s.on_have(&1, 0..16).unwrap();
+    s.requests_for(&1, t0);
+    let queued = groups_of(&s.outstanding(&1));
+    assert!(queued.iter().all(|g| !early.contains(g)), "asked once: {queued:?}");
+    s.check_invariants().unwrap();
+    s.remove_peer(&1, t0).unwrap();
+    s.check_invariants().unwrap();
+    assert_eq!(s.requested().count_ones(), 0, "its groups are open again");
+}

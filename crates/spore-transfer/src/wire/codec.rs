@@ -1,6 +1,6 @@
 //! Byte layout: encoding, the stateless decoder and the buffered [`Decoder`].
 
-use std::io::Write;
+use std::{io::Write, ops::Range};
 
 use bytes::{Buf, Bytes, BytesMut};
 use spore_core::Hash;
@@ -68,7 +68,7 @@ fn body_len(msg: &Message) -> usize {
         Message::Ping { nonce } | Message::Pong { nonce } => varint_len(*nonce),
         Message::HaveAll { size, .. } => H + varint_len(*size),
         Message::Have(s) => H + varint_len(s.size) + varint_len(s.start) + s.bits.len(),
-        Message::HaveRanges { ranges, .. } => {
+        Message::HaveRanges { ranges, .. } | Message::Coming { ranges, .. } => {
             let mut len = H + varint_len(ranges.len() as u64);
             let mut prev_end = 0;
             for r in ranges {
@@ -134,7 +134,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), WireError> {
             put_varint(out, s.start);
             out.extend_from_slice(&s.bits);
         }
-        Message::HaveRanges { hash, ranges } => {
+        Message::HaveRanges { hash, ranges } | Message::Coming { hash, ranges } => {
             out.extend_from_slice(hash.as_bytes());
             put_varint(out, ranges.len() as u64);
             let mut prev_end = 0;
@@ -284,6 +284,38 @@ impl Body {
         Ok(Hash::from_bytes(bytes))
     }
 
+    /// `count:varint (gap:varint len:varint) × count`, as absolute ranges.
+    fn ranges(&mut self) -> Result<Vec<Range<u64>>, WireError> {
+        let count = self.varint()?;
+        if count > super::MAX_HAVE_RANGES as u64 {
+            return Err(WireError::TooLarge {
+                kind: self.kind,
+                what: "range count",
+                got: count,
+                max: super::MAX_HAVE_RANGES as u64,
+            });
+        }
+        // Each range takes at least two bytes: never allocate past the body.
+        if count > self.buf.len() as u64 / 2 {
+            return Err(self.err("range count runs past the end of the body"));
+        }
+        let mut ranges = Vec::with_capacity(count as usize);
+        let mut prev_end: u64 = 0;
+        for _ in 0..count {
+            let gap = self.varint()?;
+            let len = self.varint()?;
+            let start = prev_end
+                .checked_add(gap)
+                .ok_or_else(|| self.err("range overflows 64 bits"))?;
+            let end = start
+                .checked_add(len)
+                .ok_or_else(|| self.err("range overflows 64 bits"))?;
+            ranges.push(start..end);
+            prev_end = end;
+        }
+        Ok(ranges)
+    }
+
     fn take(&mut self, n: u64) -> Result<Bytes, WireError> {
         if n > self.buf.len() as u64 {
             return Err(self.err("length runs past the end of the body"));
@@ -343,39 +375,16 @@ fn decode_body(k: u8, buf: Bytes) -> Result<Message, WireError> {
             start: b.varint()?,
             bits: b.rest(),
         }),
-        kind::HAVE_RANGES => {
-            let hash = b.hash()?;
-            let count = b.varint()?;
-            if count > super::MAX_HAVE_RANGES as u64 {
-                return Err(WireError::TooLarge {
-                    kind: k,
-                    what: "range count",
-                    got: count,
-                    max: super::MAX_HAVE_RANGES as u64,
-                });
-            }
-            // Each range takes at least two bytes: never allocate past the body.
-            if count > b.buf.len() as u64 / 2 {
-                return Err(b.err("range count runs past the end of the body"));
-            }
-            let mut ranges = Vec::with_capacity(count as usize);
-            let mut prev_end: u64 = 0;
-            for _ in 0..count {
-                let gap = b.varint()?;
-                let len = b.varint()?;
-                let start = prev_end
-                    .checked_add(gap)
-                    .ok_or_else(|| b.err("range overflows 64 bits"))?;
-                let end = start
-                    .checked_add(len)
-                    .ok_or_else(|| b.err("range overflows 64 bits"))?;
-                ranges.push(start..end);
-                prev_end = end;
-            }
-            Message::HaveRanges { hash, ranges }
-        }
+        kind::HAVE_RANGES => Message::HaveRanges {
+            hash: b.hash()?,
+            ranges: b.ranges()?,
+        },
         kind::DONT_HAVE => Message::DontHave { hash: b.hash()? },
         kind::WANT_HAVE => Message::WantHave { hash: b.hash()? },
+        kind::COMING => Message::Coming {
+            hash: b.hash()?,
+            ranges: b.ranges()?,
+        },
         kind::INTERESTED => Message::Interested,
         kind::NOT_INTERESTED => Message::NotInterested,
         kind::CHOKE => Message::Choke,

@@ -73,7 +73,7 @@ pub use session::{Receiving, Session, Violation};
 pub const PROTOCOL: &str = "/spore/blob/1";
 
 /// The revision of `/spore/blob/1` this code speaks, sent in [`Hello`].
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Largest body of any frame except [`Message::Data`]: 64 KiB.
 pub const MAX_CONTROL_BODY: usize = 64 * 1024;
@@ -101,7 +101,7 @@ pub const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
 /// Most bitfield bytes in one [`HaveSlice`]: 32 KiB, 262,144 groups, 4 GiB of blob.
 pub const MAX_HAVE_BYTES: usize = 32 * 1024;
 
-/// Most ranges in one [`Message::HaveRanges`].
+/// Most ranges in one [`Message::HaveRanges`] or [`Message::Coming`].
 pub const MAX_HAVE_RANGES: usize = 2048;
 
 /// Longest [`Message::Error`] text, in bytes of UTF-8.
@@ -118,6 +118,7 @@ pub mod kind {
     pub const HAVE_RANGES: u8 = 0x12;
     pub const DONT_HAVE: u8 = 0x13;
     pub const WANT_HAVE: u8 = 0x14;
+    pub const COMING: u8 = 0x15;
     pub const INTERESTED: u8 = 0x20;
     pub const NOT_INTERESTED: u8 = 0x21;
     pub const CHOKE: u8 = 0x22;
@@ -141,6 +142,7 @@ pub mod kind {
                 | HAVE_RANGES
                 | DONT_HAVE
                 | WANT_HAVE
+                | COMING
                 | INTERESTED
                 | NOT_INTERESTED
                 | CHOKE
@@ -199,6 +201,12 @@ pub enum Message {
     /// Please tell me what you have of `hash` (a collection member, say).
     WantHave {
         hash: Hash,
+    },
+    /// The sender has asked for these groups of `hash` (sorted, disjoint)
+    /// and will answer requests for them as soon as they verify (revision 2).
+    Coming {
+        hash: Hash,
+        ranges: Vec<Range<u64>>,
     },
     /// The sender wants to download from the receiver.
     Interested,
@@ -432,6 +440,7 @@ impl Message {
             Message::HaveRanges { .. } => kind::HAVE_RANGES,
             Message::DontHave { .. } => kind::DONT_HAVE,
             Message::WantHave { .. } => kind::WANT_HAVE,
+            Message::Coming { .. } => kind::COMING,
             Message::Interested => kind::INTERESTED,
             Message::NotInterested => kind::NOT_INTERESTED,
             Message::Choke => kind::CHOKE,
@@ -488,7 +497,7 @@ impl Message {
                 }
             }
             Message::Have(slice) => return have::validate_slice(slice),
-            Message::HaveRanges { ranges, .. } => {
+            Message::HaveRanges { ranges, .. } | Message::Coming { ranges, .. } => {
                 if ranges.is_empty() {
                     return malformed("no ranges");
                 }

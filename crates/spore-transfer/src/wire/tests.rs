@@ -84,6 +84,13 @@ fn each_message_has_its_layout() {
     );
     check(Message::DontHave { hash: h(1) }, &format!("13 20 {H1}"));
     check(Message::WantHave { hash: h(1) }, &format!("14 20 {H1}"));
+    check(
+        Message::Coming {
+            hash: h(1),
+            ranges: vec![2..5, 200..201],
+        },
+        &format!("15 26 {H1} 02 02 03 c3 01 01"),
+    );
     check(Message::Interested, "20 00");
     check(Message::NotInterested, "21 00");
     check(Message::Choke, "22 00");
@@ -202,6 +209,13 @@ fn malformed_frames_are_rejected() {
     malformed(&unhex(&format!("12 21 {H1} 00")));
     assert_eq!(
         malformed(&unhex(&format!("12 23 {H1} 05 00 01"))),
+        "range count runs past the end of the body"
+    );
+    // Coming, read like HaveRanges: an empty range, no ranges, a count past the body.
+    malformed(&unhex(&format!("15 23 {H1} 01 00 00")));
+    malformed(&unhex(&format!("15 21 {H1} 00")));
+    assert_eq!(
+        malformed(&unhex(&format!("15 23 {H1} 05 00 01"))),
         "range count runs past the end of the body"
     );
     // Response without its status byte.
@@ -821,6 +835,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
         (arb_hash(), arb_u64()).prop_map(|(hash, size)| Message::HaveAll { hash, size }),
         arb_slice().prop_map(Message::Have),
         (arb_hash(), arb_ranges()).prop_map(|(hash, ranges)| Message::HaveRanges { hash, ranges }),
+        (arb_hash(), arb_ranges()).prop_map(|(hash, ranges)| Message::Coming { hash, ranges }),
         arb_hash().prop_map(|hash| Message::DontHave { hash }),
         arb_hash().prop_map(|hash| Message::WantHave { hash }),
         Just(Message::Interested),
