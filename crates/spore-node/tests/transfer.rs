@@ -854,6 +854,79 @@ async fn a_lone_peer_is_told_everything_when_its_grace_ends_unprompted() {
     seed.node.shutdown().await;
 }
 
+/// Cut-through: a downloader tells its peers which groups it has asked for
+/// (`Coming`), and holds a peer's request for such a group until the group
+/// verifies, then serves it, instead of answering `NotAvailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_groups_coming_to_a_downloader_is_served_once_they_verify() {
+    // A slow source: each response waits 200 ms.
+    let content = data(2 * MIB, 41);
+    let hash = Hash::of(&content);
+    let source = start_fake(&content, Payloads::Honest, Duration::from_millis(200)).await;
+    let leecher = start(fast()).await;
+    let download = leecher
+        .node
+        .download(hash, vec![(source.peer, source.addrs.clone())]);
+    let (cancel, asker, leecher_id) = bare_peer_of(&leecher).await;
+    let mut raw = RawSession::open(&asker, leecher_id).await;
+    raw.send(&[raw_hello(hash), Message::Interested]).await;
+
+    // Read until a group is told coming that the leecher has not announced.
+    let size = content.len() as u64;
+    let mut have = spore_core::Bitfield::new(group_count(size));
+    let mut unchoked = false;
+    let group = loop {
+        match raw.next().await {
+            Message::Unchoke => unchoked = true,
+            Message::Have(slice) => slice.apply(&mut have),
+            Message::HaveRanges { ranges, .. } => ranges.into_iter().for_each(|r| have.set_range(r)),
+            Message::Coming { hash: h, ranges } => {
+                assert_eq!(h, hash);
+                let fresh = ranges.into_iter().flatten().find(|&g| !have.get(g));
+                if let Some(g) = fresh
+                    && unchoked
+                {
+                    break g;
+                }
+            }
+            _ => {}
+        }
+    };
+    raw.send(&[Message::Request(wire::Request {
+        id: 1,
+        hash,
+        groups: group..group + 1,
+    })])
+    .await;
+    let mut payload = Vec::new();
+    loop {
+        match raw.next().await {
+            Message::Response { id: 1, status } => assert_eq!(status, Status::Ok),
+            Message::Data { id: 1, data } => payload.extend_from_slice(&data),
+            Message::End { id: 1, status } => {
+                assert_eq!(status, Status::Ok);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let reference = Store::in_memory();
+    reference.add_bytes(&content, "blob").unwrap();
+    let c = wire::group_chunks(group..group + 1);
+    let mut expected = Vec::new();
+    reference
+        .blob(&hash)
+        .unwrap()
+        .encode(&ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end)), &mut expected)
+        .unwrap();
+    assert!(payload == expected, "group {group}'s payload differs");
+    wait(&download, 60).await;
+    cancel.cancel();
+    asker.shutdown().await;
+    leecher.node.shutdown().await;
+    source.cancel.cancel();
+}
+
 /// A bare libp2p peer (no store, no transfer engine) connected to `seed`:
 /// its cancel token, the peer, and the seed's id.
 async fn bare_peer_of(seed: &TestNode) -> (CancellationToken, NetNode, PeerId) {

@@ -88,15 +88,48 @@ pub(super) fn whole_pieces(have: &Bitfield) -> Bitfield {
     whole
 }
 
+/// Tells the peer which groups of `expected` (verified or asked for, see
+/// `Scheduler::expected`) are coming: those not in `have` and not told
+/// before (recorded in `told`). True if a frame was sent.
+pub(super) async fn announce_coming(
+    wr: &mut FrameWriter,
+    hash: Hash,
+    expected: &Bitfield,
+    have: &Bitfield,
+    told: &mut Option<Bitfield>,
+) -> Result<bool, FrameError> {
+    if expected.len() != have.len() {
+        return Ok(false);
+    }
+    let told = told.get_or_insert_with(|| Bitfield::new(expected.len()));
+    let ranges = runs_where(expected, |g| !have.get(g) && !told.get(g));
+    for r in &ranges {
+        told.set_range(r.clone());
+    }
+    for batch in ranges.chunks(MAX_HAVE_RANGES) {
+        wr.send(&Message::Coming {
+            hash,
+            ranges: batch.to_vec(),
+        })
+        .await?;
+    }
+    Ok(!ranges.is_empty())
+}
+
 /// The runs of groups set in `new` and not in `old` (same length).
 fn growth(old: &Bitfield, new: &Bitfield) -> Vec<Range<u64>> {
+    runs_where(new, |g| !old.get(g))
+}
+
+/// The runs of groups set in `bits` for which `keep` holds.
+fn runs_where(bits: &Bitfield, keep: impl Fn(u64) -> bool) -> Vec<Range<u64>> {
     let mut ranges: Vec<Range<u64>> = Vec::new();
-    for r in new.ones_ranges() {
+    for r in bits.ones_ranges() {
         let mut start = None;
         for g in r.clone() {
-            match (old.get(g), start) {
-                (false, None) => start = Some(g),
-                (true, Some(s)) => {
+            match (keep(g), start) {
+                (true, None) => start = Some(g),
+                (false, Some(s)) => {
                     ranges.push(s..g);
                     start = None;
                 }

@@ -71,6 +71,11 @@ enum Event {
         peer: PeerId,
         ranges: Vec<Range<u64>>,
     },
+    /// The peer asked for these groups itself (see `Message::Coming`).
+    Coming {
+        peer: PeerId,
+        ranges: Vec<Range<u64>>,
+    },
     Choked {
         peer: PeerId,
         choked: bool,
@@ -186,6 +191,7 @@ struct Controller {
     worker_tx: watch::Sender<Option<mpsc::Sender<Work>>>,
     worker: Option<tokio::task::JoinHandle<()>>,
     view_tx: Arc<watch::Sender<Option<Blob>>>,
+    expected_tx: watch::Sender<Option<Bitfield>>,
     progress_tx: watch::Sender<Progress>,
     /// Authenticated size, once the last group verified.
     size: Option<u64>,
@@ -212,12 +218,18 @@ struct Controller {
     cut_bytes: u64,
 }
 
+/// What a download feeds its serve side (see [`super::ActiveDownload`]).
+pub(super) struct ServeFeed {
+    pub(super) view: watch::Sender<Option<Blob>>,
+    pub(super) expected: watch::Sender<Option<Bitfield>>,
+}
+
 pub(super) async fn run(
     shared: Arc<Shared>,
     request: DownloadRequest,
     cancel: spore_net::CancellationToken,
     progress_tx: watch::Sender<Progress>,
-    view_tx: watch::Sender<Option<Blob>>,
+    feed: ServeFeed,
     mut candidates: mpsc::Receiver<PeerId>,
     stream: Arc<super::stream::StreamControl>,
 ) {
@@ -239,7 +251,8 @@ pub(super) async fn run(
         results_tx,
         worker_tx: watch::channel(None).0,
         worker: None,
-        view_tx: Arc::new(view_tx),
+        view_tx: Arc::new(feed.view),
+        expected_tx: feed.expected,
         progress_tx,
         size: None,
         candidate: None,
@@ -301,6 +314,7 @@ pub(super) async fn run(
             _ = tick.tick() => {
                 let now = Instant::now();
                 c.on_tick(now);
+                c.publish_expected();
                 // a size check that failed is tried again (with another peer if there is one)
                 c.try_sizing().await;
                 if now.duration_since(last_worker_tick) >= FLUSH_EVERY / 2 {
@@ -409,6 +423,20 @@ impl Controller {
             bytes = bytes - GROUP_SIZE + (size - (n - 1) * GROUP_SIZE);
         }
         bytes.min(size)
+    }
+
+    /// Tells the serve side what we will hold if our requests succeed.
+    fn publish_expected(&self) {
+        let Some(expected) = self.sched.as_ref().map(|s| s.expected()) else {
+            return;
+        };
+        self.expected_tx.send_if_modified(|old| {
+            let changed = old.as_ref() != Some(&expected);
+            if changed {
+                *old = Some(expected);
+            }
+            changed
+        });
     }
 
     fn publish(&mut self) {
@@ -803,6 +831,14 @@ impl Controller {
                 if let Some(sched) = self.sched.as_mut() {
                     for r in ranges {
                         let _ = sched.on_have(&peer, r);
+                    }
+                }
+                self.fill(peer);
+            }
+            Event::Coming { peer, ranges } => {
+                if let Some(sched) = self.sched.as_mut() {
+                    for r in ranges {
+                        let _ = sched.on_coming(&peer, r);
                     }
                 }
                 self.fill(peer);
@@ -1439,6 +1475,15 @@ async fn session_inner(ctx: &SessionCtx, mut cmds: mpsc::Receiver<Cmd>) -> (Stri
                             b.set_range(r.clone());
                         }
                         if ctx.events.send(Event::Have { peer, ranges }).await.is_err() {
+                            break Err((ErrorCode::Goodbye, "done".into()));
+                        }
+                    }
+                    Message::Coming { hash: h, ranges } if h == hash => {
+                        let Some(s) = size else { continue };
+                        if ranges.iter().any(|r| r.end > group_count(s)) {
+                            break Err((ErrorCode::ProtocolViolation, "range past the blob".into()));
+                        }
+                        if ctx.events.send(Event::Coming { peer, ranges }).await.is_err() {
                             break Err((ErrorCode::Goodbye, "done".into()));
                         }
                     }

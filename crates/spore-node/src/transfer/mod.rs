@@ -45,7 +45,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use spore_core::{ContentKind, Hash};
+use spore_core::{Bitfield, ContentKind, Hash};
 use spore_net::{CancellationToken, Multiaddr, NetHandle, PeerId};
 use spore_store::{Blob, Store};
 use spore_transfer::choker::{ChokeEvent, Choker, ChokerConfig, RateLimiter};
@@ -352,6 +352,10 @@ impl DownloadHandle {
 pub(crate) struct ActiveDownload {
     /// A reader over the verified groups (updated as groups verify, batched).
     pub(crate) view: watch::Receiver<Option<Blob>>,
+    /// Groups verified or asked for (`Scheduler::expected`): the serve side
+    /// tells its peers those it lacks are coming, and holds their requests
+    /// for them until they verify (cut-through).
+    pub(crate) expected: watch::Receiver<Option<Bitfield>>,
     /// Peers that opened a session for this hash (they may have groups too).
     pub(crate) candidates: mpsc::Sender<PeerId>,
     pub(crate) handle: DownloadHandle,
@@ -522,6 +526,7 @@ impl Transfer {
         }
         let (progress_tx, progress_rx) = watch::channel(Progress::new(request.hash));
         let (view_tx, view_rx) = watch::channel(None);
+        let (expected_tx, expected_rx) = watch::channel(None);
         let (cand_tx, cand_rx) = mpsc::channel(64);
         let stream = stream::StreamControl::new();
         let handle = self.new_handle(&request, progress_rx);
@@ -529,6 +534,7 @@ impl Transfer {
             request.hash,
             ActiveDownload {
                 view: view_rx,
+                expected: expected_rx,
                 candidates: cand_tx,
                 handle: handle.clone(),
                 stream: stream.clone(),
@@ -545,7 +551,10 @@ impl Transfer {
             request,
             handle.cancel.clone(),
             progress_tx,
-            view_tx,
+            fetch::ServeFeed {
+                view: view_tx,
+                expected: expected_tx,
+            },
             cand_rx,
             stream,
         );

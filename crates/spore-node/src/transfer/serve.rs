@@ -30,7 +30,7 @@ use tokio::{
 
 use super::{
     Shared,
-    announce::{self, announce_growth},
+    announce::{self, announce_coming, announce_growth},
     holders::Holding,
     lock,
     stream_io::{self, FrameError, FrameReader, FrameWriter},
@@ -50,6 +50,10 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
 /// A copy that waits for first copies to other peers (see
 /// `Holding::copy_should_wait` and `CopyWait`) looks again this often.
 const COPY_RETRY: Duration = Duration::from_millis(20);
+/// A request for groups our download has asked for and not yet verified
+/// is held this long at most, then answered `NotAvailable`. The asker
+/// gives up a little sooner (`SchedulerConfig::early_timeout`).
+const PARK_MAX: Duration = Duration::from_secs(8);
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -134,8 +138,11 @@ enum Source {
     /// A complete blob.
     Complete(spore_store::Blob),
     /// A blob we download: its verified groups, updated as they verify
-    /// (`None` before its size is known).
-    Active(watch::Receiver<Option<spore_store::Blob>>),
+    /// (`None` before its size is known), and the groups it has asked for.
+    Active {
+        view: watch::Receiver<Option<spore_store::Blob>>,
+        expected: watch::Receiver<Option<Bitfield>>,
+    },
     /// A partial blob nobody downloads now: its persisted groups.
     Stored(spore_store::Blob),
 }
@@ -230,7 +237,10 @@ async fn lookup(shared: &Arc<Shared>, hash: Hash) -> Option<Source> {
     if let Some(active) = active
         && !active.handle.progress().is_finished()
     {
-        return Some(Source::Active(active.view));
+        return Some(Source::Active {
+            view: active.view,
+            expected: active.expected,
+        });
     }
     match stored {
         Some((BlobState::Partial(_), blob)) => Some(Source::Stored(blob)),
@@ -243,9 +253,51 @@ impl Source {
     fn blob(&self) -> Option<spore_store::Blob> {
         match self {
             Source::Complete(b) | Source::Stored(b) => Some(b.clone()),
-            Source::Active(rx) => rx.borrow().clone(),
+            Source::Active { view, .. } => view.borrow().clone(),
         }
     }
+
+    /// Whether `groups` can be served now, once our download verifies them
+    /// (each is verified or asked for), or neither.
+    fn readiness(&self, groups: &Range<u64>) -> Readiness {
+        let Some(blob) = self.blob() else {
+            return Readiness::No;
+        };
+        if blob.is_complete() {
+            return Readiness::Now;
+        }
+        let have = blob.available();
+        if groups.end > have.len() {
+            return Readiness::No;
+        }
+        if have.all_set(groups.clone()) {
+            return Readiness::Now;
+        }
+        let Source::Active { expected, .. } = self else {
+            return Readiness::No;
+        };
+        let expected = expected.borrow();
+        match expected.as_ref() {
+            Some(e) if e.len() == have.len() && groups.clone().all(|g| have.get(g) || e.get(g)) => {
+                Readiness::Coming
+            }
+            _ => Readiness::No,
+        }
+    }
+}
+
+/// See [`Source::readiness`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    Now,
+    Coming,
+    No,
+}
+
+/// A request held until our download verifies its groups (cut-through).
+struct Parked {
+    req: wire::Request,
+    since: Instant,
 }
 
 async fn serve_inner(
@@ -341,10 +393,15 @@ async fn serve_inner(
     let mut copy_wait = CopyWait::default();
     let mut last_heard = Instant::now();
     let mut last_sent = Instant::now();
-    let mut view_rx = match &source {
-        Source::Active(rx) => Some(rx.clone()),
-        _ => None,
+    let (mut view_rx, mut expected_rx) = match &source {
+        Source::Active { view, expected } => (Some(view.clone()), Some(expected.clone())),
+        _ => (None, None),
     };
+    // Requests held for groups our download will verify, and the groups
+    // told `Coming` so far.
+    let mut parked: Vec<Parked> = Vec::new();
+    let mut refusals: Vec<u64> = Vec::new();
+    let mut told_coming: Option<Bitfield> = None;
     // Growth of `blob` not yet told, and when it may be.
     let mut announce_at: Option<tokio::time::Instant> = None;
     let mut last_announce = tokio::time::Instant::now();
@@ -375,8 +432,12 @@ async fn serve_inner(
                             s.on_request(req.groups.clone(), last_heard);
                             announce_reveal(wr, hash, s, false).await?;
                         }
-                        queue.push_back(req);
-                        note_queue(holding.as_ref(), &queue);
+                        if unchoked && source.readiness(&req.groups) == Readiness::Coming {
+                            parked.push(Parked { req, since: last_heard });
+                        } else {
+                            queue.push_back(req);
+                            note_queue(holding.as_ref(), &queue);
+                        }
                     }
                     Message::Cancel { id } => {
                         let queued = queue
@@ -387,8 +448,10 @@ async fn serve_inner(
                         if queued {
                             note_queue(holding.as_ref(), &queue);
                         }
+                        let was_parked = parked.len();
+                        parked.retain(|p| p.req.id != id);
                         let prepared = next.take_if(|s| s.id == id);
-                        let unstarted = queued || prepared.is_some();
+                        let unstarted = queued || prepared.is_some() || parked.len() < was_parked;
                         if let Some(s) = prepared {
                             abort(shared, peer, s).await;
                         }
@@ -534,6 +597,7 @@ async fn serve_inner(
                             abort(shared, peer, s).await;
                         }
                         unstarted.extend(queue.drain(..).map(|r| r.id));
+                        unstarted.extend(parked.drain(..).map(|p| p.req.id));
                         note_queue(holding.as_ref(), &queue);
                         for id in unstarted {
                             let msg = Message::Response { id, status: Status::Choked };
@@ -554,12 +618,37 @@ async fn serve_inner(
                     blob = Some(new);
                     announce_at.get_or_insert(last_announce + ANNOUNCE_EVERY);
                 }
+                unpark(&source, &mut parked, &mut queue, holding.as_ref(), &mut refusals);
+            }
+            changed = next_expected(&mut expected_rx) => {
+                if changed {
+                    announce_at.get_or_insert(last_announce + ANNOUNCE_EVERY);
+                }
+                unpark(&source, &mut parked, &mut queue, holding.as_ref(), &mut refusals);
+            }
+            _ = sleep_until_some(parked.iter().map(|p| p.since).min().map(|t| tokio::time::Instant::from_std(t + PARK_MAX))) => {
+                unpark(&source, &mut parked, &mut queue, holding.as_ref(), &mut refusals);
+            }
+            _ = std::future::ready(()), if !refusals.is_empty() => {
+                for id in std::mem::take(&mut refusals) {
+                    let msg = Message::Response { id, status: Status::NotAvailable };
+                    session.send(&msg).map_err(violation)?;
+                    wr.send(&msg).await?;
+                }
+                last_sent = Instant::now();
             }
             _ = sleep_until_some(announce_at) => {
                 announce_at = None;
                 last_announce = tokio::time::Instant::now();
                 if let Some(b) = &blob
                     && announce_growth(wr, hash, b.size(), b.available(), &mut announced).await?
+                {
+                    last_sent = Instant::now();
+                }
+                // Only a peer that knows the size reads `Coming`.
+                let expected = expected_rx.as_ref().and_then(|rx| rx.borrow().clone());
+                if let (Some(b), Some(expected), Some(_)) = (&blob, expected, &announced)
+                    && announce_coming(wr, hash, &expected, &b.available(), &mut told_coming).await?
                 {
                     last_sent = Instant::now();
                 }
@@ -717,6 +806,51 @@ fn waited(
     }
 }
 
+/// Moves the parked requests whose groups have verified to the queue, and
+/// those whose groups we no longer expect, or that waited [`PARK_MAX`], to
+/// `refusals` (answered `NotAvailable`).
+fn unpark(
+    source: &Source,
+    parked: &mut Vec<Parked>,
+    queue: &mut VecDeque<wire::Request>,
+    holding: Option<&Holding>,
+    refusals: &mut Vec<u64>,
+) {
+    if parked.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    let mut moved = false;
+    parked.retain(|p| match source.readiness(&p.req.groups) {
+        Readiness::Coming if now.duration_since(p.since) < PARK_MAX => true,
+        Readiness::Now => {
+            queue.push_back(p.req.clone());
+            moved = true;
+            false
+        }
+        Readiness::Coming | Readiness::No => {
+            refusals.push(p.req.id);
+            false
+        }
+    });
+    if moved {
+        note_queue(holding, queue);
+    }
+}
+
+/// Whether the groups our download expects changed; never resolves once it
+/// has ended (a `select!` arm).
+async fn next_expected(rx: &mut Option<watch::Receiver<Option<Bitfield>>>) -> bool {
+    let Some(r) = rx.as_mut() else {
+        return std::future::pending().await;
+    };
+    if r.changed().await.is_ok() {
+        return true;
+    }
+    *rx = None;
+    false
+}
+
 /// Tells the blob's holder table what the peer has queued now.
 fn note_queue(holding: Option<&Holding>, queue: &VecDeque<wire::Request>) {
     if let Some(h) = holding {
@@ -809,9 +943,9 @@ fn start_request(
     unchoked: bool,
     req: &wire::Request,
 ) -> Result<Sending, Status> {
-    if let Source::Active(rx) = source {
+    if let Source::Active { view, .. } = source {
         // The freshest view of a blob being downloaded.
-        if let Some(b) = rx.borrow().clone() {
+        if let Some(b) = view.borrow().clone() {
             *blob = Some(b);
         }
     }

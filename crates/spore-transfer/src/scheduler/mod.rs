@@ -648,12 +648,12 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         Ok(())
     }
 
-    /// Groups asked of some peer and not yet verified: what a downloader may
-    /// tell its own peers are coming.
-    pub fn requested(&self) -> Bitfield {
-        let mut out = Bitfield::new(self.groups);
+    /// Groups verified or asked of some peer: what this download will hold
+    /// if its requests succeed, and may tell its own peers are coming.
+    pub fn expected(&self) -> Bitfield {
+        let mut out = self.verified.clone();
         for (g, &n) in self.inflight.iter().enumerate() {
-            if n > 0 && !self.verified.get(g as u64) {
+            if n > 0 {
                 out.set(g as u64);
             }
         }

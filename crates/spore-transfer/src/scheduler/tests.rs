@@ -809,8 +809,8 @@ fn groups_coming_to_a_peer_are_asked_of_it_ahead() {
     let queued = groups_of(&s.outstanding(&1));
     assert!(queued.iter().all(|&g| g < 16), "{queued:?}");
     assert_eq!(s.pending_groups(&1), queued.len() as u64);
-    assert!(s.requested().all_set(40..52));
-    assert!(!s.requested().get(20), "peer 2 holds 20: asked of nobody ahead");
+    assert!(s.expected().all_set(40..52));
+    assert!(!s.expected().get(20), "peer 2 holds 20: asked of nobody ahead");
 
     // Peer 2 does not re-ask what is already asked of peer 1 ahead.
     s.on_have(&2, 40..44).unwrap();
@@ -884,5 +884,5 @@ fn coming_groups_once_held_are_ordinary_and_leave_with_the_peer() {
     s.check_invariants().unwrap();
     s.remove_peer(&1, t0).unwrap();
     s.check_invariants().unwrap();
-    assert_eq!(s.requested().count_ones(), 0, "its groups are open again");
+    assert_eq!(s.expected().count_ones(), 0, "its groups are open again");
 }
