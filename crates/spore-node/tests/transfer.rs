@@ -879,7 +879,9 @@ async fn a_request_for_groups_coming_to_a_downloader_is_served_once_they_verify(
         match raw.next().await {
             Message::Unchoke => unchoked = true,
             Message::Have(slice) => slice.apply(&mut have),
-            Message::HaveRanges { ranges, .. } => ranges.into_iter().for_each(|r| have.set_range(r)),
+            Message::HaveRanges { ranges, .. } => {
+                ranges.into_iter().for_each(|r| have.set_range(r))
+            }
             Message::Coming { hash: h, ranges } => {
                 assert_eq!(h, hash);
                 let fresh = ranges.into_iter().flatten().find(|&g| !have.get(g));
@@ -917,7 +919,10 @@ async fn a_request_for_groups_coming_to_a_downloader_is_served_once_they_verify(
     reference
         .blob(&hash)
         .unwrap()
-        .encode(&ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end)), &mut expected)
+        .encode(
+            &ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end)),
+            &mut expected,
+        )
         .unwrap();
     assert!(payload == expected, "group {group}'s payload differs");
     wait(&download, 60).await;
@@ -949,7 +954,7 @@ struct RawSession {
 /// The `Hello` of a bare downloader of `hash`.
 fn raw_hello(hash: Hash) -> Message {
     Message::Hello(Hello {
-        version: 1,
+        version: wire::VERSION,
         hash,
         max_in_flight: 8,
         capabilities: 0,

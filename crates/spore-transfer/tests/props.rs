@@ -1,10 +1,11 @@
 //! Property tests of the scheduler: random peers, random have-sets and a
 //! random sequence of events (deliveries, failures, departures, bad data,
-//! time jumps, seeks, groups a source withdraws and announces again), then
-//! an honest finish.
+//! time jumps, seeks, groups a source withdraws and announces again, groups
+//! a peer says are coming and then gets), then an honest finish.
 //!
 //! Properties: a peer is never asked for a group twice at once; a verified
-//! group is never requested; a peer is never asked for a group it lacks;
+//! group is never requested; a peer is never asked for a group it lacks,
+//! unless early, for a group it said is coming;
 //! duplication stays within its bound; the internal counters stay
 //! consistent; and the download always completes when some peer has every
 //! group.
@@ -40,7 +41,7 @@ fn case() -> impl Strategy<Value = Case> {
         .prop_flat_map(|(groups, tail, n, liar, seed, piece_groups)| {
             (
                 prop::collection::vec(prop::collection::vec(any::<bool>(), groups as usize), n),
-                prop::collection::vec((0u8..9, 0..n + 1, any::<u16>()), 0..150),
+                prop::collection::vec((0u8..11, 0..n + 1, any::<u16>()), 0..150),
             )
                 .prop_map(move |(peers, ops)| Case {
                     groups,
@@ -57,6 +58,8 @@ fn case() -> impl Strategy<Value = Case> {
 struct Driver {
     s: Scheduler<usize>,
     haves: Vec<Bitfield>,
+    /// Groups each peer said are coming to it and has not got yet.
+    coming: Vec<Bitfield>,
     liar: Option<usize>,
     connected: Vec<bool>,
     cursor: BTreeMap<RequestId, u64>,
@@ -67,13 +70,18 @@ impl Driver {
     fn check_new(&self, reqs: &[Request<usize>]) -> Result<(), TestCaseError> {
         for r in reqs {
             prop_assert!(!r.groups.is_empty());
+            let early = (self.s.early_requests(&r.peer).iter()).any(|e| e.id == r.id);
             for g in r.groups.clone() {
                 prop_assert!(!self.s.verified().get(g), "requested verified group {}", g);
+                let (has, coming) = (self.haves[r.peer].get(g), self.coming[r.peer].get(g));
                 prop_assert!(
-                    self.haves[r.peer].get(g),
-                    "asked {} for {} it lacks",
+                    if early { coming && !has } else { has },
+                    "asked {} for {} (early: {}, has: {}, coming: {})",
                     r.peer,
-                    g
+                    g,
+                    early,
+                    has,
+                    coming
                 );
             }
         }
@@ -85,9 +93,12 @@ impl Driver {
         self.check_new(&a.requests)
     }
 
-    /// Delivers the next group of `p`'s oldest request; returns false if none.
+    /// Delivers the next group of `p`'s oldest request, or else of an early
+    /// request whose groups it has got; returns false if none.
     fn deliver(&mut self, p: usize, honest: bool) -> Result<bool, TestCaseError> {
-        let Some(r) = self.s.outstanding(&p).into_iter().next() else {
+        let got = |r: &Request<usize>| r.groups.clone().all(|g| self.haves[p].get(g));
+        let early = self.s.early_requests(&p).into_iter().find(got);
+        let Some(r) = self.s.outstanding(&p).into_iter().next().or(early) else {
             return Ok(false);
         };
         let cur = self.cursor.entry(r.id).or_insert(r.groups.start);
@@ -100,6 +111,18 @@ impl Driver {
         }
         self.s.check_invariants().map_err(TestCaseError::fail)?;
         Ok(true)
+    }
+}
+
+impl Driver {
+    /// What `p` said was coming arrives, and it announces it.
+    fn arrive(&mut self, p: usize) {
+        let runs: Vec<_> = self.coming[p].ones_ranges().collect();
+        for r in runs {
+            self.haves[p].set_range(r.clone());
+            let _ = self.s.on_have(&p, r);
+        }
+        self.coming[p] = Bitfield::new(self.coming[p].len());
     }
 }
 
@@ -132,6 +155,7 @@ fn run(c: Case) -> Result<(), TestCaseError> {
     let liar = (c.liar && n > 1).then_some(n - 1);
     let mut d = Driver {
         s,
+        coming: vec![Bitfield::new(groups); n],
         haves,
         liar,
         connected: vec![true; n],
@@ -192,6 +216,17 @@ fn run(c: Case) -> Result<(), TestCaseError> {
                 d.now += Duration::from_millis(u64::from(arg) * 4);
                 let _ = d.s.poll(d.now);
             }
+            9 if d.connected[p] => {
+                // The peer says a stretch it lacks is coming to it.
+                let n = d.s.group_count();
+                let start = u64::from(arg) % n;
+                let end = (start + u64::from(arg % 23) + 1).min(n);
+                for g in (start..end).filter(|&g| !d.haves[p].get(g)) {
+                    d.coming[p].set(g);
+                    d.s.on_coming(&p, g..g + 1).unwrap();
+                }
+            }
+            10 if d.connected[p] => d.arrive(p),
             _ => {
                 let off = u64::from(arg) * 1024;
                 let _ = d.s.set_playhead((arg % 3 != 0).then_some(off), d.now);
@@ -199,9 +234,15 @@ fn run(c: Case) -> Result<(), TestCaseError> {
         }
         d.s.check_invariants().map_err(TestCaseError::fail)?;
     }
-    // Honest finish: the liar leaves, everyone else delivers.
+    // Honest finish: the liar leaves, what was coming arrives, everyone
+    // else delivers.
     if let Some(l) = liar {
         d.s.remove_peer(&l, d.now);
+    }
+    for p in 0..n {
+        if d.connected[p] && Some(p) != liar {
+            d.arrive(p);
+        }
     }
     if !d.connected[0] {
         d.s.add_peer(0, d.now).unwrap();

@@ -317,6 +317,8 @@ async fn serve_inner(
         }
     };
     let hash = hello.hash;
+    // `Coming` came with revision 2 (see `announce_coming`).
+    let tells_coming = hello.version >= 2;
     if let Some(active) = lock(&shared.downloads).get(&hash) {
         // It downloads what we download: it may become a source for us
         // (even if we have nothing to serve it yet).
@@ -394,7 +396,9 @@ async fn serve_inner(
     let mut last_heard = Instant::now();
     let mut last_sent = Instant::now();
     let (mut view_rx, mut expected_rx) = match &source {
-        Source::Active { view, expected } => (Some(view.clone()), Some(expected.clone())),
+        Source::Active { view, expected } => {
+            (Some(view.clone()), tells_coming.then(|| expected.clone()))
+        }
         _ => (None, None),
     };
     // Requests held for groups our download will verify, and the groups
@@ -432,7 +436,10 @@ async fn serve_inner(
                             s.on_request(req.groups.clone(), last_heard);
                             announce_reveal(wr, hash, s, false).await?;
                         }
-                        if unchoked && source.readiness(&req.groups) == Readiness::Coming {
+                        if unchoked
+                            && tells_coming
+                            && source.readiness(&req.groups) == Readiness::Coming
+                        {
                             parked.push(Parked { req, since: last_heard });
                         } else {
                             queue.push_back(req);

@@ -1435,7 +1435,10 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
     /// a request's size and one piece.
     fn pick_early(&self, slot: usize) -> Option<Range<u64>> {
         let p = self.peers[slot].as_ref()?;
-        let budget = self.config.max_early_groups.saturating_sub(p.early_groups());
+        let budget = self
+            .config
+            .max_early_groups
+            .saturating_sub(p.early_groups());
         if budget == 0 || p.snubbed {
             return None;
         }

@@ -797,12 +797,19 @@ fn groups_coming_to_a_peer_are_asked_of_it_ahead() {
     let early_groups = groups_of(&early);
     assert_eq!(early_groups.len(), 12, "the budget, no more");
     assert!(
-        early.iter().all(|r| r.groups.end <= 48 || r.groups.start >= 48),
+        early
+            .iter()
+            .all(|r| r.groups.end <= 48 || r.groups.start >= 48),
         "one piece per request: {early:?}"
     );
-    assert!(early_groups.iter().all(|g| (40..60).contains(g)), "{early:?}");
     assert!(
-        early.iter().all(|e| a.requests.iter().any(|r| r.id == e.id)),
+        early_groups.iter().all(|g| (40..60).contains(g)),
+        "{early:?}"
+    );
+    assert!(
+        early
+            .iter()
+            .all(|e| a.requests.iter().any(|r| r.id == e.id)),
         "early requests are sent like the others"
     );
     // They are not the peer's queue: its pending work is what it holds.
@@ -810,7 +817,10 @@ fn groups_coming_to_a_peer_are_asked_of_it_ahead() {
     assert!(queued.iter().all(|&g| g < 16), "{queued:?}");
     assert_eq!(s.pending_groups(&1), queued.len() as u64);
     assert!(s.expected().all_set(40..52));
-    assert!(!s.expected().get(20), "peer 2 holds 20: asked of nobody ahead");
+    assert!(
+        !s.expected().get(20),
+        "peer 2 holds 20: asked of nobody ahead"
+    );
 
     // Peer 2 does not re-ask what is already asked of peer 1 ahead.
     s.on_have(&2, 40..44).unwrap();
@@ -837,7 +847,10 @@ fn groups_coming_to_a_peer_are_asked_of_it_ahead() {
     assert!(s.on_request_failed(&1, failed.id, t0 + 600 * MS));
     s.requests_for(&1, t0 + 600 * MS);
     let after = groups_of(&s.early_requests(&1));
-    assert!(after.iter().all(|g| !failed.groups.contains(g)), "{after:?}");
+    assert!(
+        after.iter().all(|g| !failed.groups.contains(g)),
+        "{after:?}"
+    );
     s.check_invariants().unwrap();
 
     // Waiting is not stalling: at the early timeout the early requests go
@@ -851,14 +864,25 @@ fn groups_coming_to_a_peer_are_asked_of_it_ahead() {
     let waiting = s.early_requests(&1);
     assert!(!waiting.is_empty());
     let poll = s.poll(late);
-    assert!(waiting.iter().all(|w| poll.timed_out.iter().any(|t| t.id == w.id)));
+    assert!(
+        waiting
+            .iter()
+            .all(|w| poll.timed_out.iter().any(|t| t.id == w.id))
+    );
     assert!(s.early_requests(&1).is_empty());
     assert_eq!(s.peer_stats(&1).unwrap().timeouts, 0);
     assert!(s.stats().early_requests >= 4);
     s.check_invariants().unwrap();
 
     // Off with a budget of 0.
-    let mut s = sched(256, SchedulerConfig { max_early_groups: 0, ..cfg }, 5);
+    let mut s = sched(
+        256,
+        SchedulerConfig {
+            max_early_groups: 0,
+            ..cfg
+        },
+        5,
+    );
     s.add_peer(1, t0).unwrap();
     s.on_coming(&1, 40..60).unwrap();
     s.requests_for(&1, t0);
@@ -876,11 +900,17 @@ fn coming_groups_once_held_are_ordinary_and_leave_with_the_peer() {
     s.on_coming(&1, 0..8).unwrap();
     s.requests_for(&1, t0);
     let early = groups_of(&s.early_requests(&1));
-    assert!(!early.is_empty() && early.iter().all(|&g| g < 8), "{early:?}");
+    assert!(
+        !early.is_empty() && early.iter().all(|&g| g < 8),
+        "{early:?}"
+    );
     s.on_have(&1, 0..16).unwrap();
     s.requests_for(&1, t0);
     let queued = groups_of(&s.outstanding(&1));
-    assert!(queued.iter().all(|g| !early.contains(g)), "asked once: {queued:?}");
+    assert!(
+        queued.iter().all(|g| !early.contains(g)),
+        "asked once: {queued:?}"
+    );
     s.check_invariants().unwrap();
     s.remove_peer(&1, t0).unwrap();
     s.check_invariants().unwrap();
