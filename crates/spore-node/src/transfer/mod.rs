@@ -352,7 +352,8 @@ impl DownloadHandle {
 pub(crate) struct ActiveDownload {
     /// A reader over the verified groups (updated as groups verify, batched).
     pub(crate) view: watch::Receiver<Option<Blob>>,
-    /// Groups verified or asked for (`Scheduler::expected`): the serve side
+    /// Groups verified or asked of a peer that has them
+    /// (`Scheduler::expected`): the serve side
     /// tells its peers those it lacks are coming, and holds their requests
     /// for them until they verify (cut-through).
     pub(crate) expected: watch::Receiver<Option<Bitfield>>,

@@ -648,13 +648,16 @@ impl<P: Clone + Ord + fmt::Debug> Scheduler<P> {
         Ok(())
     }
 
-    /// Groups verified or asked of some peer: what this download will hold
-    /// if its requests succeed, and may tell its own peers are coming.
+    /// Groups verified or asked of a peer that has them: what this download
+    /// will hold if its requests succeed, and may tell its own peers are
+    /// coming. Early requests do not count: two peers that each said a
+    /// group is coming would otherwise ask each other for it ahead, and
+    /// each hold the other's request until both gave up.
     pub fn expected(&self) -> Bitfield {
         let mut out = self.verified.clone();
-        for (g, &n) in self.inflight.iter().enumerate() {
-            if n > 0 {
-                out.set(g as u64);
+        for p in self.peers.iter().flatten() {
+            for r in &p.queue {
+                out.set_range(r.groups.clone());
             }
         }
         out
