@@ -48,8 +48,12 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 const MISSING_RETRY: Duration = Duration::from_secs(5);
 /// How often the controller wakes up at most (timeouts, refills, progress).
 const TICK: Duration = Duration::from_millis(100);
-/// Progress snapshots and view updates at most this often.
+/// Progress snapshots at most this often.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+/// What we hold is shown to the serve side at most this often: a peer's
+/// request held for a group coming to us (cut-through) is served once the
+/// group shows there.
+const VIEW_EVERY: Duration = Duration::from_millis(50);
 /// Verified groups are made durable at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// A download without any source for this long fails.
@@ -1247,7 +1251,7 @@ fn worker(
             }
         }
         // A streaming reader waits for every group: show them at once.
-        if now.duration_since(last_view) >= PUBLISH_EVERY || stream.is_streaming() {
+        if now.duration_since(last_view) >= VIEW_EVERY || stream.is_streaming() {
             last_view = now;
             view.send_replace(Some(p.reader()));
         }
