@@ -824,6 +824,64 @@ async fn a_request_for_groups_nobody_else_holds_is_served_first() {
     seed.node.shutdown().await;
 }
 
+/// A response encoded ahead that only copies what another peer holds gives
+/// way to a request for groups nobody else holds that arrives after it: the
+/// first copy goes out right after the response being sent, not one later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_encoded_ahead_gives_way_to_a_first_copy() {
+    // 1 MiB/s: the first response (512 KiB) takes about half a second.
+    let seed = start(limited(MIB)).await;
+    // 128 groups: under super-seeding's floor, so both peers are told all.
+    let content = data(2 * MIB, 31);
+    let size = content.len() as u64;
+    let hash = seed_with(&seed, &content).await;
+    let (cancel, downloader, seed_id) = bare_peer_of(&seed).await;
+
+    // One session holds groups 0..96 (and waits for the Pong, so the seed
+    // has read that).
+    let mut holder = RawSession::open(&downloader, seed_id).await;
+    let mut held = spore_core::Bitfield::new(group_count(size));
+    held.set_range(0..96);
+    let mut greeting = vec![raw_hello(hash)];
+    greeting.extend(wire::have_messages(hash, size, &held));
+    greeting.push(Message::Ping { nonce: 7 });
+    holder.send(&greeting).await;
+    while !matches!(holder.next().await, Message::Pong { nonce: 7 }) {}
+
+    // Another asks for three runs of what the holder has; once the first is
+    // under way (the second is then encoded ahead), for a run nobody holds.
+    let mut asker = RawSession::open(&downloader, seed_id).await;
+    asker.send(&[raw_hello(hash), Message::Interested]).await;
+    while !matches!(asker.next().await, Message::Unchoke) {}
+    let request = |id, groups| Message::Request(wire::Request { id, hash, groups });
+    asker
+        .send(&[request(1, 0..32), request(2, 32..40), request(3, 40..48)])
+        .await;
+    while !matches!(asker.next().await, Message::Response { id: 1, .. }) {}
+    asker.send(&[request(4, 100..108)]).await;
+    let mut started = vec![1];
+    let mut ended = 0;
+    while ended < 4 {
+        match asker.next().await {
+            Message::Response { id, status } => {
+                assert_eq!(status, Status::Ok);
+                started.push(id);
+            }
+            Message::End { status, .. } => {
+                assert_eq!(status, Status::Ok);
+                ended += 1;
+            }
+            _ => {}
+        }
+    }
+    // (2 and 3 then go in either order: 2 counts as held by the asker
+    // since it was encoded.)
+    assert_eq!(started[..2], [1, 4], "served in the order {started:?}");
+    cancel.cancel();
+    downloader.shutdown().await;
+    seed.node.shutdown().await;
+}
+
 /// A downloader alone with a super-seeding seed is told a window of pieces
 /// once it is interested, and everything after its lone grace, though it
 /// sends nothing more: the seed's session runs the blob's clock by itself

@@ -84,6 +84,13 @@ impl Holding {
         }
     }
 
+    /// Whether every one of `groups` is held by some peer (this one included).
+    pub(super) fn all_held(&self, groups: &Range<u64>) -> bool {
+        lock(&self.shared.holders)
+            .get(&self.hash)
+            .is_some_and(|t| t.all_held(groups))
+    }
+
     /// Whether sending `groups` would only copy what a peer holds already
     /// while another peer waits for a group nobody holds: then it waits.
     pub(super) fn copy_should_wait(&self, groups: &Range<u64>) -> bool {

@@ -153,6 +153,9 @@ enum Source {
 struct Sending {
     id: u64,
     groups: Range<u64>,
+    /// Some of its groups were held by no other peer we serve when it
+    /// started: it makes a first copy.
+    first_copy: bool,
     chunks: mpsc::Receiver<Vec<u8>>,
     encoder: tokio::task::JoinHandle<Result<(), String>>,
 }
@@ -545,6 +548,17 @@ async fn serve_inner(
                     _ => {}
                 }
             }
+            // A copy encoded ahead gives way to a first copy queued after it:
+            // nothing of it is on the wire yet, so it goes back to the queue,
+            // and the first copy leaves right after the response being sent
+            // (a lone holder's fresh groups otherwise waited a response more).
+            _ = std::future::ready(()), if copy_gives_way(next.as_ref(), &queue, holding.as_ref()) => {
+                if let Some(s) = next.take() {
+                    queue.push_front(wire::Request { id: s.id, hash, groups: s.groups.clone() });
+                    note_queue(holding.as_ref(), &queue);
+                    abort(shared, peer, s).await;
+                }
+            }
             // Start the next response when idle and nothing from the peer waits.
             _ = std::future::ready(()), if sending.is_none() && (next.is_some() || !queue.is_empty()) && copy_retry.is_none() => {
                 let started = match next.take() {
@@ -783,7 +797,9 @@ fn start_next(
         return Next::Empty;
     };
     note_queue(holding, queue);
-    let started = start_request(shared, peer, source, blob, unchoked, &req);
+    let first_copy = holding.is_some_and(|h| !h.all_held(&req.groups));
+    let started = start_request(shared, peer, source, blob, unchoked, &req)
+        .map(|s| Sending { first_copy, ..s });
     if started.is_ok()
         && let Some(h) = holding
     {
@@ -856,6 +872,19 @@ async fn next_expected(rx: &mut Option<watch::Receiver<Option<Bitfield>>>) -> bo
     }
     *rx = None;
     false
+}
+
+/// Whether `next`, encoded ahead, only copies what other peers hold while a
+/// queued request would make a first copy.
+fn copy_gives_way(
+    next: Option<&Sending>,
+    queue: &VecDeque<wire::Request>,
+    holding: Option<&Holding>,
+) -> bool {
+    let (Some(next), Some(h)) = (next, holding) else {
+        return false;
+    };
+    !next.first_copy && queue.iter().any(|r| !h.all_held(&r.groups))
 }
 
 /// Tells the blob's holder table what the peer has queued now.
@@ -997,6 +1026,7 @@ fn start_request(
     Ok(Sending {
         id,
         groups: req.groups.clone(),
+        first_copy: false,
         chunks: rx,
         encoder,
     })
