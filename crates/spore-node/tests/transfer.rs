@@ -674,9 +674,7 @@ async fn a_request_cancelled_while_encoded_ahead_sends_nothing() {
     let content = data(8 * MIB, 17);
     let hash = seed_with(&seed, &content).await;
     let (cancel, downloader, seed_id) = bare_peer_of(&seed).await;
-    let mut raw = RawSession::open(&downloader, seed_id).await;
-    raw.send(&[raw_hello(hash), Message::Interested]).await;
-    while !matches!(raw.next().await, Message::Unchoke) {}
+    let mut raw = RawSession::unchoked(&downloader, seed_id, hash).await;
 
     let piece = |i: u64| i * 64..(i + 1) * 64;
     let requests = [(1, piece(0)), (2, piece(1)), (3, piece(2))];
@@ -776,21 +774,10 @@ async fn a_request_for_groups_nobody_else_holds_is_served_first() {
     let hash = seed_with(&seed, &content).await;
     let (cancel, downloader, seed_id) = bare_peer_of(&seed).await;
 
-    // One session says it holds the first half (and waits for the Pong, so
-    // the seed has read that) ...
-    let mut holder = RawSession::open(&downloader, seed_id).await;
-    let mut half = spore_core::Bitfield::new(group_count(size));
-    half.set_range(0..64);
-    let mut greeting = vec![raw_hello(hash)];
-    greeting.extend(wire::have_messages(hash, size, &half));
-    greeting.push(Message::Ping { nonce: 7 });
-    holder.send(&greeting).await;
-    while !matches!(holder.next().await, Message::Pong { nonce: 7 }) {}
-
+    // One session says it holds the first half ...
+    let _holder = RawSession::holding(&downloader, seed_id, hash, size, 0..64).await;
     // ... and another asks for two runs of that half, then one of the other.
-    let mut asker = RawSession::open(&downloader, seed_id).await;
-    asker.send(&[raw_hello(hash), Message::Interested]).await;
-    while !matches!(asker.next().await, Message::Unchoke) {}
+    let mut asker = RawSession::unchoked(&downloader, seed_id, hash).await;
     let requests = [(1, 0..8), (2, 8..16), (3, 100..108)];
     asker
         .send(
@@ -799,21 +786,7 @@ async fn a_request_for_groups_nobody_else_holds_is_served_first() {
                 .map(|(id, groups)| Message::Request(wire::Request { id, hash, groups })),
         )
         .await;
-    let mut started = Vec::new();
-    let mut ended = 0;
-    while ended < requests.len() {
-        match asker.next().await {
-            Message::Response { id, status } => {
-                assert_eq!(status, Status::Ok);
-                started.push(id);
-            }
-            Message::End { status, .. } => {
-                assert_eq!(status, Status::Ok);
-                ended += 1;
-            }
-            _ => {}
-        }
-    }
+    let started = asker.served_order(requests.len()).await;
     // Request 1 may have started before the others were read.
     assert!(
         started == [3, 1, 2] || started == [1, 3, 2],
@@ -837,22 +810,11 @@ async fn a_copy_encoded_ahead_gives_way_to_a_first_copy() {
     let hash = seed_with(&seed, &content).await;
     let (cancel, downloader, seed_id) = bare_peer_of(&seed).await;
 
-    // One session holds groups 0..96 (and waits for the Pong, so the seed
-    // has read that).
-    let mut holder = RawSession::open(&downloader, seed_id).await;
-    let mut held = spore_core::Bitfield::new(group_count(size));
-    held.set_range(0..96);
-    let mut greeting = vec![raw_hello(hash)];
-    greeting.extend(wire::have_messages(hash, size, &held));
-    greeting.push(Message::Ping { nonce: 7 });
-    holder.send(&greeting).await;
-    while !matches!(holder.next().await, Message::Pong { nonce: 7 }) {}
-
-    // Another asks for three runs of what the holder has; once the first is
-    // under way (the second is then encoded ahead), for a run nobody holds.
-    let mut asker = RawSession::open(&downloader, seed_id).await;
-    asker.send(&[raw_hello(hash), Message::Interested]).await;
-    while !matches!(asker.next().await, Message::Unchoke) {}
+    // One session holds groups 0..96. Another asks for three runs of them;
+    // once the first is under way (the second is then encoded ahead), for a
+    // run nobody holds.
+    let _holder = RawSession::holding(&downloader, seed_id, hash, size, 0..96).await;
+    let mut asker = RawSession::unchoked(&downloader, seed_id, hash).await;
     let request = |id, groups| Message::Request(wire::Request { id, hash, groups });
     asker
         .send(&[request(1, 0..32), request(2, 32..40), request(3, 40..48)])
@@ -860,20 +822,7 @@ async fn a_copy_encoded_ahead_gives_way_to_a_first_copy() {
     while !matches!(asker.next().await, Message::Response { id: 1, .. }) {}
     asker.send(&[request(4, 100..108)]).await;
     let mut started = vec![1];
-    let mut ended = 0;
-    while ended < 4 {
-        match asker.next().await {
-            Message::Response { id, status } => {
-                assert_eq!(status, Status::Ok);
-                started.push(id);
-            }
-            Message::End { status, .. } => {
-                assert_eq!(status, Status::Ok);
-                ended += 1;
-            }
-            _ => {}
-        }
-    }
+    started.extend(asker.served_order(4).await);
     // (2 and 3 then go in either order: 2 counts as held by the asker
     // since it was encoded.)
     assert_eq!(started[..2], [1, 4], "served in the order {started:?}");
@@ -1033,6 +982,54 @@ impl RawSession {
             w,
             decoder: Decoder::new(),
         }
+    }
+
+    /// A session that says it holds `held` of `hash` (a blob of `size`
+    /// bytes), once `peer` has read that (it answered a `Ping` sent after).
+    async fn holding(
+        node: &NetNode,
+        peer: PeerId,
+        hash: Hash,
+        size: u64,
+        held: std::ops::Range<u64>,
+    ) -> Self {
+        let mut session = Self::open(node, peer).await;
+        let mut bits = spore_core::Bitfield::new(group_count(size));
+        bits.set_range(held);
+        let mut greeting = vec![raw_hello(hash)];
+        greeting.extend(wire::have_messages(hash, size, &bits));
+        greeting.push(Message::Ping { nonce: 7 });
+        session.send(&greeting).await;
+        while !matches!(session.next().await, Message::Pong { nonce: 7 }) {}
+        session
+    }
+
+    /// A session that wants `hash` and that `peer` has unchoked.
+    async fn unchoked(node: &NetNode, peer: PeerId, hash: Hash) -> Self {
+        let mut session = Self::open(node, peer).await;
+        session.send(&[raw_hello(hash), Message::Interested]).await;
+        while !matches!(session.next().await, Message::Unchoke) {}
+        session
+    }
+
+    /// Reads until `responses` payloads have ended, each `Ok`; the ids in
+    /// the order their responses started.
+    async fn served_order(&mut self, responses: usize) -> Vec<u64> {
+        let (mut started, mut ended) = (Vec::new(), 0);
+        while ended < responses {
+            match self.next().await {
+                Message::Response { id, status } => {
+                    assert_eq!(status, Status::Ok);
+                    started.push(id);
+                }
+                Message::End { status, .. } => {
+                    assert_eq!(status, Status::Ok);
+                    ended += 1;
+                }
+                _ => {}
+            }
+        }
+        started
     }
 
     async fn send(&mut self, msgs: &[Message]) {
