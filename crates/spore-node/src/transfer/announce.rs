@@ -88,8 +88,8 @@ pub(super) fn whole_pieces(have: &Bitfield) -> Bitfield {
     whole
 }
 
-/// Tells the peer which groups of `expected` (verified or asked for, see
-/// `Scheduler::expected`) are coming: those not in `have` and not told
+/// Tells the peer which groups of `expected` (verified, or asked of a peer
+/// that has them: `Scheduler::expected`) are coming: those not in `have` and not told
 /// before (recorded in `told`). True if a frame was sent.
 pub(super) async fn announce_coming(
     wr: &mut FrameWriter,
